@@ -1,0 +1,1 @@
+//! Archives: manifest, archive metadata, items and the item stream.

@@ -1,0 +1,1 @@
+//! Client-side state: security dir checks, chunk index and cache dir.

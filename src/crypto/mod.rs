@@ -1,0 +1,1 @@
+//! Keys, encryption, authentication (repository-format.md §4).

@@ -1,0 +1,1 @@
+//! File system metadata: capture for create, apply for extract (xattrs, ACLs, owners, times, special files).

@@ -1,0 +1,1 @@
+//! A repository on a local file system: segments, index/hints/integrity, transactions, locks.
