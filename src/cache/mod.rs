@@ -1,1 +1,6 @@
-//! Client-side state: security dir checks, chunk index and cache dir.
+//! Client-side state: security dir checks, chunk reference counts and statistics.
+
+pub mod security;
+pub mod stats;
+
+pub use security::{CacheConfigInfo, SecurityManager};

@@ -1,0 +1,266 @@
+//! Shared helpers of the integration tests: locating fixtures, scratch dirs, running rborg
+//! and real borg like a user would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASSPHRASE: &str = "fixture-passphrase";
+
+pub const MODES: &[&str] = &[
+    "none",
+    "authenticated",
+    "authenticated-blake2",
+    "repokey",
+    "keyfile",
+    "repokey-blake2",
+    "keyfile-blake2",
+];
+
+/// The borg 1.2 golden fixtures: `$RBORG_FIXTURES` or the copy in `tests/fixtures/borg12`.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("RBORG_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/borg12"),
+    };
+    if dir.join("repos").is_dir() {
+        Some(dir.canonicalize().unwrap())
+    } else {
+        None
+    }
+}
+
+/// Report a skipped test: printed, and appended to `$RBORG_SKIP_LOG` (scripts/test shows
+/// that list at the end, since cargo hides the output of passing tests).
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIP {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("RBORG_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The fixtures, or a printed reason and `None` (the caller returns, i.e. skips).
+pub fn fixtures_or_skip(test: &str) -> Option<PathBuf> {
+    let d = fixtures_dir();
+    if d.is_none() {
+        skip(test, "borg12 fixtures not found (set RBORG_FIXTURES)");
+    }
+    d
+}
+
+/// Whether real borg is on PATH; prints a skip reason when not.
+pub fn borg_or_skip(test: &str) -> bool {
+    let ok = Command::new("borg").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        skip(test, "real borg is not installed");
+    }
+    ok
+}
+
+/// A scratch area laid out like the fixture generation: `repos/<mode>` copies, `keys/`,
+/// `work/` (the cwd of commands) and `base/` (BORG_BASE_DIR).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new().prefix("rborg-test").tempdir().unwrap();
+        for sub in ["repos", "work", "base"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().canonicalize().unwrap()
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.path().join("work")
+    }
+
+    pub fn base(&self) -> PathBuf {
+        self.path().join("base")
+    }
+
+    /// Copy fixture repo `mode` (and the key files) into `repos/<mode>`; returns its path.
+    pub fn copy_fixture(&self, fixtures: &Path, mode: &str) -> PathBuf {
+        let dst = self.path().join("repos").join(mode);
+        copy_tree(&fixtures.join("repos").join(mode), &dst);
+        copy_tree(&fixtures.join("keys"), &self.path().join("keys"));
+        dst
+    }
+
+    /// Environment for borg/rborg runs against the copied fixtures.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BORG_PASSPHRASE".into(), PASSPHRASE.into()),
+            ("BORG_BASE_DIR".into(), self.base().display().to_string()),
+            ("BORG_KEYS_DIR".into(), "../keys".into()),
+            ("TZ".into(), "UTC".into()),
+            ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(), "yes".into()),
+            ("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()),
+        ]
+    }
+}
+
+/// `cp -a` then make the copy writable (the fixtures are read-only).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let status = Command::new("cp").arg("-a").arg(src).arg(dst).status().unwrap();
+    assert!(status.success(), "cp -a {} {}", src.display(), dst.display());
+    let status = Command::new("chmod").arg("-R").arg("u+w").arg(dst).status().unwrap();
+    assert!(status.success());
+}
+
+pub fn rborg_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rborg"))
+}
+
+/// Run a program with args, cwd and env; returns its output.
+pub fn run_in(program: &Path, args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd).env_remove("BORG_REPO").env_remove("BORG_PASSCOMMAND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd.output().unwrap()
+}
+
+pub fn rborg(args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
+    run_in(&rborg_bin(), args, cwd, env)
+}
+
+pub fn borg(args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
+    run_in(Path::new("borg"), args, cwd, env)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success, showing stderr otherwise.
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "command failed (rc {:?}):\n{}", o.status.code(), stderr(&o));
+    o
+}
+
+/// Run `mktree.py create` (and `upgrade` for version 2) into `<parent>/tree`.
+pub fn make_fixture_tree(fixtures: &Path, parent: &Path, version: u32) -> PathBuf {
+    let script = fixtures.join("mktree.py");
+    let tree = parent.join("tree");
+    let st = Command::new("python3").arg(&script).arg("create").arg(&tree).status().unwrap();
+    assert!(st.success());
+    if version == 2 {
+        let st = Command::new("python3").arg(&script).arg("upgrade").arg(&tree).status().unwrap();
+        assert!(st.success());
+    }
+    tree
+}
+
+/// What a tree comparison looks at for one entry.
+#[derive(Debug, PartialEq)]
+pub struct EntryState {
+    pub kind: &'static str,
+    pub perms: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    pub content_or_target: Vec<u8>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index of the first path (in walk order) sharing this inode, for hardlinks.
+    pub link_group: Option<Vec<u8>>,
+}
+
+/// Snapshot of a tree: relative raw path → state (sorted by path).
+pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, EntryState)> {
+    use std::collections::HashMap;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut paths = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        paths.push(p.clone());
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    paths.sort();
+    let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut out = Vec::new();
+    for p in paths {
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_char_device() {
+            "chr"
+        } else if ft.is_block_device() {
+            "blk"
+        } else {
+            "file"
+        };
+        let content_or_target = match kind {
+            "file" => std::fs::read(&p).unwrap(),
+            "symlink" => std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        let mut xattrs = Vec::new();
+        if kind != "symlink" {
+            if let Ok(names) = xattr::list(&p) {
+                for n in names {
+                    let v = xattr::get(&p, &n).ok().flatten().unwrap_or_default();
+                    xattrs.push((n.as_bytes().to_vec(), v));
+                }
+            }
+        }
+        xattrs.sort();
+        let link_group = if kind == "file" && md.nlink() > 1 {
+            Some(first_of_inode.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone())
+        } else {
+            None
+        };
+        let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+        let state = EntryState {
+            kind,
+            perms: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime_ns,
+            content_or_target,
+            xattrs,
+            link_group,
+        };
+        out.push((rel, state));
+    }
+    out
+}
+
+/// Assert two trees are identical in everything `snapshot` records.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = snapshot(expected);
+    let b = snapshot(actual);
+    let names_a: Vec<_> = a.iter().map(|(p, _)| String::from_utf8_lossy(p).into_owned()).collect();
+    let names_b: Vec<_> = b.iter().map(|(p, _)| String::from_utf8_lossy(p).into_owned()).collect();
+    assert_eq!(names_a, names_b, "different entries");
+    for ((p, sa), (_, sb)) in a.iter().zip(b.iter()) {
+        assert_eq!(sa, sb, "entry {} differs", String::from_utf8_lossy(p));
+    }
+}
