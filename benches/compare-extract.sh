@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Extract benchmark, rborg against real borg, on the same archive in one run.
+#
+# usage: benches/compare-extract.sh [--scale S] [--runs N] [--workdir DIR] [--keep]
+#
+# Builds the deterministic corpus (benches/make-corpus.py, about 1.3 GB at scale 1), backs it up
+# once with real borg (repokey-blake2, lz4 — the archive is borg's own), then extracts that
+# archive N times with `borg extract` and N times with `rborg extract`, alternating, and prints
+# the best and median wall times, peak RSS and the speed ratio. Both extracts are checked to give
+# the same tree. Needs: borg (1.2.x) on PATH, python3, GNU time (/usr/bin/time).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+
+scale=1.0 runs=3 workdir="" keep=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scale) scale="$2"; shift 2 ;;
+        --runs) runs="$2"; shift 2 ;;
+        --workdir) workdir="$2"; shift 2 ;;
+        --keep) keep=1; shift ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$workdir" ] || workdir="$(mktemp -d "${TMPDIR:-/tmp}/rborg-bench.XXXXXX")"
+mkdir -p "$workdir"
+cleanup() { [ "$keep" = 1 ] || rm -rf "$workdir"; }
+trap cleanup EXIT
+
+command -v borg >/dev/null || { echo "real borg is required on PATH" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time) is required" >&2; exit 1; }
+
+(cd "$root" && cargo build --release --quiet)
+rborg="$root/target/release/rborg"
+
+export BORG_PASSPHRASE=bench BORG_BASE_DIR="$workdir/base" BORG_DISPLAY_PASSPHRASE=no
+corpus="$workdir/corpus" repo="$workdir/repo"
+if [ ! -d "$corpus" ]; then
+    echo "creating corpus (scale $scale) ..."
+    python3 "$here/make-corpus.py" "$corpus" --scale "$scale" >/dev/null
+fi
+if [ ! -d "$repo" ]; then
+    echo "backing up with real borg (repokey-blake2, lz4) ..."
+    borg init -e repokey-blake2 "$repo"
+    (cd "$workdir" && borg create -C lz4 "$repo::corpus" corpus)
+fi
+size=$(du -sb "$corpus" | cut -f1)
+echo "corpus: $((size / 1000000)) MB, $(find "$corpus" -type f | wc -l) files; $(nproc) cores"
+
+# run_one TOOL OUTDIR -> prints "seconds maxrss_kb"
+run_one() {
+    local tool="$1" out="$2"
+    rm -rf "$out"; mkdir -p "$out"; sync
+    (cd "$out" && /usr/bin/time -f "%e %M" -o "$workdir/time.txt" "$tool" extract "$repo::corpus" >/dev/null)
+    cat "$workdir/time.txt"
+}
+
+borg_times=() rborg_times=() borg_rss=0 rborg_rss=0
+for i in $(seq 1 "$runs"); do
+    read -r t m < <(run_one borg "$workdir/out-borg")
+    borg_times+=("$t"); [ "$m" -gt "$borg_rss" ] && borg_rss=$m
+    read -r t m < <(run_one "$rborg" "$workdir/out-rborg")
+    rborg_times+=("$t"); [ "$m" -gt "$rborg_rss" ] && rborg_rss=$m
+    echo "run $i: borg ${borg_times[-1]} s, rborg ${rborg_times[-1]} s"
+done
+
+diff -r --no-dereference "$workdir/out-borg" "$workdir/out-rborg" >/dev/null \
+    || { echo "ERROR: the extracted trees differ" >&2; exit 1; }
+
+python3 - "$size" "$borg_rss" "$rborg_rss" "${borg_times[*]}" "${rborg_times[*]}" <<'PY'
+import statistics, sys
+size, brss, rrss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+b = [float(x) for x in sys.argv[4].split()]
+r = [float(x) for x in sys.argv[5].split()]
+print(f"borg extract : best {min(b):6.2f} s  median {statistics.median(b):6.2f} s  "
+      f"{size / min(b) / 1e6:7.1f} MB/s  peak RSS {brss / 1024:6.1f} MiB")
+print(f"rborg extract: best {min(r):6.2f} s  median {statistics.median(r):6.2f} s  "
+      f"{size / min(r) / 1e6:7.1f} MB/s  peak RSS {rrss / 1024:6.1f} MiB")
+print(f"speed-up (borg / rborg, best): {min(b) / min(r):.2f}x  (median: {statistics.median(b) / statistics.median(r):.2f}x)")
+PY
