@@ -1112,10 +1112,24 @@ impl PatternList {
         Ok(list)
     }
 
-    /// `-e PATTERN`.
+    /// `-e PATTERN`. An unknown style is reported as argparse does for this option
+    /// (`invalid parse_exclude_pattern value: 'xx:foo'`; the CLI prefixes
+    /// `argument -e/--exclude: `).
     pub fn add_exclude(&mut self, text: &[u8]) -> Result<()> {
-        let (pattern, action) = parse_exclude_pattern(text)?;
+        let (pattern, action) = parse_exclude_pattern(text).map_err(|e| {
+            if e.message.starts_with("Unknown pattern style") {
+                let shown = crate::chunker::py_repr(&String::from_utf8_lossy(text));
+                pattern_error(format!("invalid parse_exclude_pattern value: {shown}"))
+            } else {
+                e
+            }
+        })?;
         self.rules.push((pattern, action));
+        Ok(())
+    }
+
+    fn add_exclude_line(&mut self, text: &[u8]) -> Result<()> {
+        self.rules.push(parse_exclude_pattern(text)?);
         Ok(())
     }
 
@@ -1142,7 +1156,7 @@ impl PatternList {
     /// Contents of an `--exclude-from` file.
     pub fn load_exclude_file(&mut self, content: &[u8]) -> Result<()> {
         for line in clean_lines(content) {
-            self.add_exclude(&line)?;
+            self.add_exclude_line(&line)?;
         }
         Ok(())
     }
@@ -1931,6 +1945,135 @@ mod tests {
                 "[!]",
             ],
         ),
+        (
+            "re:^[\\w.-]+$",
+            &[
+                "foo", "foobar", "fo", "fao", "ab", "axb", "b", "x", "y", "ax", "bx", "cx", "dx",
+                "ex", "-x", "x", "aay", "a.txt", "x.bak", "FOO", "é1", "éx", "aé", "aab", "12",
+                "zz", "by", "ay", "dy", "cy", "ey", "xy", ".",
+            ],
+        ),
+        (
+            "re:\\bx\\b",
+            &[
+                "a/x/b",
+                "a/x/y/b",
+                "x",
+                "-x",
+                "]x",
+                "\\x",
+                "&x",
+                "/x",
+                "x/y",
+                "x",
+                "home/u/cache/x",
+                "x.bak",
+                "{x}",
+                "^x",
+                "x[",
+                "x[!",
+            ],
+        ),
+        ("re:^(?:a|b)$", &["b"]),
+        (
+            "re:[^a-z]",
+            &[
+                "foo/",
+                "foo/bar",
+                "f/o",
+                "a/b",
+                "a/b/c",
+                "a/x/b",
+                "a/x/y/b",
+                "a/xb",
+                "-x",
+                "]x",
+                "\\x",
+                "&x",
+                "/x",
+                "x/y",
+                "home/u/junk",
+                "home/u/v/junk",
+                "home/u/cache",
+                "home/u/cache/x",
+                "a.txt",
+                "d/a.txt",
+                "x.bak",
+                "FOO",
+                "é1",
+                "éx",
+                "aé",
+                "b/c",
+                "{x}",
+                "12",
+                "!y",
+                "^x",
+                ".",
+                "x[",
+                "x[!",
+                "[!]",
+            ],
+        ),
+        (
+            "re:x*?y",
+            &[
+                "a/x/y/b", "y", "x/y", "aay", "!y", "by", "ay", "dy", "cy", "ey", "xy",
+            ],
+        ),
+        ("re:\\x2e", &["a.txt", "d/a.txt", "x.bak", "."]),
+        ("re:\\u00e9", &["é1", "éx", "aé"]),
+        ("re:[.]", &["a.txt", "d/a.txt", "x.bak", "."]),
+        ("re:(?i:foo)bar", &["foobar"]),
+        (
+            "re:a{,}b",
+            &[
+                "foo/bar", "foobar", "a/b", "a/b/c", "a/x/b", "a/x/y/b", "ab", "axb", "a/xb", "b",
+                "bx", "x.bak", "aab", "b/c", "by",
+            ],
+        ),
+        (
+            "re:^.{2}$",
+            &[
+                "fo", "ab", "ax", "bx", "cx", "dx", "ex", "-x", "]x", "\\x", "&x", "/x", "é1",
+                "éx", "aé", "12", "zz", "!y", "by", "ay", "dy", "cy", "ey", "xy", "^x", "x[",
+            ],
+        ),
+        ("re:[\\]]", &["]x", "[!]"]),
+        ("re:[a\\-z]x", &["axb", "ax", "-x"]),
+        ("re:\\Ax", &["x", "x/y", "x", "x.bak", "xy", "x[", "x[!"]),
+        ("re:^(?P<n>a)b", &["ab"]),
+        ("re:\\s", &[]),
+        (
+            "re:\\S+/\\S+",
+            &[
+                "foo/bar",
+                "f/o",
+                "a/b",
+                "a/b/c",
+                "a/x/b",
+                "a/x/y/b",
+                "a/xb",
+                "x/y",
+                "home/u/junk",
+                "home/u/v/junk",
+                "home/u/cache",
+                "home/u/cache/x",
+                "d/a.txt",
+                "b/c",
+            ],
+        ),
+        (
+            "re:^[^/]*$",
+            &[
+                "foo", "foobar", "fo", "fao", "ab", "axb", "b", "x", "y", "ax", "bx", "cx", "dx",
+                "ex", "-x", "]x", "\\x", "&x", "x", "aay", "a.txt", "x.bak", "FOO", "é1", "éx",
+                "aé", "aab", "{x}", "12", "zz", "!y", "by", "ay", "dy", "cy", "ey", "xy", "^x",
+                ".", "x[", "x[!", "[!]",
+            ],
+        ),
+        ("re:[[]", &["x[", "x[!", "[!]"]),
+        ("re:\\$", &[]),
+        ("re:(?x) a b ", &["ab", "aab"]),
     ];
 
     #[test]
@@ -2223,6 +2366,11 @@ mod tests {
         assert!(!m.match_path(b"x"));
         let m = matcher(&[pat("+x"), PatternArg::ExcludeFrom(excludes.clone())]);
         assert!(m.match_path(b"x"));
+        let err = PatternList::from_args(&[excl("xx:foo")]).unwrap_err();
+        assert_eq!(err.message, "invalid parse_exclude_pattern value: 'xx:foo'");
+        std::fs::write(&excludes, "xx:foo\n").unwrap();
+        let err = PatternList::from_args(&[PatternArg::ExcludeFrom(excludes.clone())]).unwrap_err();
+        assert_eq!(err.message, "Unknown pattern style: xx");
         // a P line given with --pattern has no lasting effect
         let list = PatternList::from_args(&[pat("P re"), pat("-a.c")]).unwrap();
         assert_eq!(list.rules[0].0.style(), Style::Shell);
