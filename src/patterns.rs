@@ -2437,3 +2437,26 @@ mod tests {
         }
     }
 }
+
+/// The regex of an archive-name glob (`-a/--glob-archives`): borg's shell pattern, matched
+/// against the whole name (`*` does not cross `/`, no braces).
+pub fn archive_glob_regex(glob: &str) -> Result<Regex> {
+    let units = decode_chars(glob.as_bytes());
+    let regex = translate_shell(&units).map_err(|e| pattern_error(format!("invalid glob {glob}: {e}")))?;
+    compile(&regex, glob.as_bytes())
+}
+
+#[cfg(test)]
+mod archive_glob_tests {
+    use super::archive_glob_regex;
+
+    #[test]
+    fn archive_globs_match_whole_names() {
+        let re = archive_glob_regex("host-*").unwrap();
+        assert!(re.is_match(b"host-2024"));
+        assert!(!re.is_match(b"xhost-2024"));
+        assert!(!re.is_match(b"host-a/b"));
+        assert!(archive_glob_regex("a?c").unwrap().is_match(b"abc"));
+        assert!(!archive_glob_regex("a?c").unwrap().is_match(b"abcd"));
+    }
+}
