@@ -243,9 +243,8 @@ impl HashIndex {
             match self.marker(idx) {
                 EMPTY => return Probe::Vacant(Some(first_deleted.unwrap_or(idx))),
                 DELETED => {
-                    if first_deleted.is_none() {
-                        first_deleted = Some(idx);
-                    }
+                    // a tombstone keeps its old key bytes: never compare against it
+                    first_deleted.get_or_insert(idx);
                 }
                 _ if self.key_at(idx) == key => {
                     if let Some(d) = first_deleted {
@@ -608,6 +607,11 @@ impl Default for NsIndex {
 }
 
 impl NsIndex {
+    #[cfg(test)]
+    fn get_mut_moves(&mut self, key: &Key) -> bool {
+        self.0.get_mut(key).is_some()
+    }
+
     pub const KEY_SIZE: usize = 32;
     pub const VALUE_SIZE: usize = 8;
 
@@ -637,6 +641,12 @@ impl NsIndex {
 
     pub fn contains(&self, key: &Key) -> bool {
         self.0.contains(key)
+    }
+
+    /// Lookup as borg's mutating one: a found entry moves into the first tombstone on its
+    /// probe path (keeps written files identical to borg's after the same operations).
+    pub fn get_reordering(&mut self, key: &Key) -> Option<(u32, u32)> {
+        self.0.get_mut(key).map(|v| Self::decode(v))
     }
 
     /// Set the location of `key`. `segment` must be ≤ MAX_VALUE.
@@ -1029,6 +1039,115 @@ mod tests {
             assert_eq!(idx.get(&key(i)), Some((i as u32, (i * 2) as u32)));
         }
         assert_eq!(idx.iter().count(), 1000);
+    }
+
+    #[test]
+    fn tombstones_never_match_and_get_reused() {
+        // three keys with the same home bucket
+        let k = |b: u8| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&7u32.to_le_bytes());
+            k[31] = b;
+            k
+        };
+        let mut idx = NsIndex::new();
+        for b in 1..=3 {
+            idx.insert(&k(b), b as u32, 0);
+        }
+        assert_eq!(idx.remove(&k(1)), Some((1, 0)));
+        assert_eq!(idx.remove(&k(2)), Some((2, 0)));
+        assert!(!idx.contains(&k(2)));
+        idx.insert(&k(2), 9, 9);
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.get(&k(2)), Some((9, 9)));
+        // borg moves a found entry into the first tombstone on its probe path
+        assert_eq!(idx.raw().marker(7), 9);
+        assert!(idx.get_mut_moves(&k(3)));
+        assert_eq!(idx.get(&k(3)), Some((3, 0)));
+        assert_eq!(idx.iter().count(), 2);
+    }
+
+    /// The same operations as borg's own hash index must give byte-identical files
+    /// (needs a Python with borg installed; skipped otherwise).
+    #[test]
+    fn same_operations_same_bytes_as_borg() {
+        const SCRIPT: &str = "import hashlib, sys
+from borg.hashindex import NSIndex, ChunkIndex
+def k(i): return hashlib.sha256(str(i).encode()).digest()
+idx = NSIndex()
+live = set()
+for i in range(5000): idx[k(i)] = (i, i*2); live.add(i)
+for i in range(0, 5000, 3): del idx[k(i)]; live.discard(i)
+for i in range(0, 3000, 6): idx[k(i)] = (7, 7); live.add(i)
+for i in range(5000, 9000): idx[k(i)] = (1, 1); live.add(i)
+for i in range(0, 8500):
+    if i in live and i % 5: del idx[k(i)]; live.discard(i)
+idx[k(1)] = (3, 3)
+idx.write(sys.argv[1])
+c = ChunkIndex()
+for i in range(3000): c[k(i)] = (1, i, i//2)
+for i in range(0, 3000, 2): del c[k(i)]
+c.compact()
+c.write(sys.argv[2])
+";
+        let dir = tempfile::tempdir().unwrap();
+        let (ns_path, ch_path) = (dir.path().join("ns"), dir.path().join("ch"));
+        // the Python that runs borg (from the shebang of the `borg` script in PATH)
+        let python = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("borg")).find(|b| b.is_file()))
+            .and_then(|b| std::fs::read_to_string(b).ok())
+            .and_then(|t| t.lines().next().and_then(|l| l.strip_prefix("#!")).map(|l| l.trim().to_string()))
+            .unwrap_or_else(|| "python3".to_string());
+        let ran = std::process::Command::new(python)
+            .args(["-c", SCRIPT])
+            .arg(&ns_path)
+            .arg(&ch_path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ran {
+            eprintln!("skipping: no python3 with borg.hashindex");
+            return;
+        }
+        use sha2::Digest;
+        let k = |i: u64| -> Key { sha2::Sha256::digest(i.to_string().as_bytes()).into() };
+        let mut idx = NsIndex::new();
+        let mut live = std::collections::HashSet::new();
+        for i in 0..5000u64 {
+            idx.insert(&k(i), i as u32, (i * 2) as u32);
+            live.insert(i);
+        }
+        for i in (0..5000u64).step_by(3) {
+            assert!(idx.remove(&k(i)).is_some());
+            live.remove(&i);
+        }
+        for i in (0..3000u64).step_by(6) {
+            idx.insert(&k(i), 7, 7);
+            live.insert(i);
+        }
+        for i in 5000..9000u64 {
+            idx.insert(&k(i), 1, 1);
+            live.insert(i);
+        }
+        for i in 0..8500u64 {
+            if live.contains(&i) && i % 5 != 0 {
+                idx.remove(&k(i));
+                live.remove(&i);
+            }
+        }
+        idx.insert(&k(1), 3, 3);
+        let (ours, _) = to_bytes(idx.raw(), "ns");
+        assert_eq!(ours, std::fs::read(&ns_path).unwrap());
+        let mut c = ChunkIndex::new();
+        for i in 0..3000u64 {
+            c.insert(&k(i), ChunkIndexEntry { refcount: 1, size: i as u32, csize: (i / 2) as u32 });
+        }
+        for i in (0..3000u64).step_by(2) {
+            c.remove(&k(i));
+        }
+        c.compact();
+        let (ours, _) = to_bytes(c.raw(), "ch");
+        assert_eq!(ours, std::fs::read(&ch_path).unwrap());
     }
 
     #[test]

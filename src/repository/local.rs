@@ -696,7 +696,7 @@ impl LocalRepository {
                 continue;
             }
             let Ok(n) = n.parse::<u32>() else { continue };
-            if e.metadata().map(|m| m.len() != 0).unwrap_or(false) && best.map_or(true, |b| n > b) {
+            if e.metadata().map(|m| m.len() != 0).unwrap_or(false) && best.is_none_or(|b| n > b) {
                 best = Some(n);
             }
         }
@@ -1275,7 +1275,7 @@ impl LocalRepository {
             }
         }
         let free = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(s) => s.blocks_available() as u64 * s.fragment_size() as u64,
+            Ok(s) => s.blocks_available() * s.fragment_size(),
             Err(e) => {
                 log(
                     Level::Warning,
@@ -1409,7 +1409,8 @@ impl LocalRepository {
             }
             let size = io.segment_size(segment)?;
             let ratio = freeable as f64 / size as f64;
-            if !(ratio > threshold) {
+            // NaN (empty segment file) counts as not worth compacting, as in borg
+            if ratio.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             h.segments.entry(segment).or_insert(0);
@@ -1418,7 +1419,7 @@ impl LocalRepository {
                 if e.tag == TAG_COMMIT {
                     continue;
                 }
-                let in_index = index.get(&e.key);
+                let in_index = index.get_reordering(&e.key);
                 let is_index_object = in_index == Some((segment, e.offset));
                 if e.tag == TAG_PUT && is_index_object {
                     let data = e.data.as_deref().unwrap_or(&[]);
@@ -1445,8 +1446,8 @@ impl LocalRepository {
                 } else if e.tag == TAG_DELETE && in_index.is_none() {
                     let shadowed = h.shadow_index.get(&e.key);
                     let shadowed_put_exists =
-                        shadowed.map_or(true, |l| l.iter().any(|&s| s < segment));
-                    let delete_is_not_stable = index_txn.map_or(true, |t| segment > t);
+                        shadowed.is_none_or(|l| l.iter().any(|&s| s < segment));
+                    let delete_is_not_stable = index_txn.is_none_or(|t| segment > t);
                     if shadowed_put_exists || delete_is_not_stable {
                         let (new_segment, size) = match writer.write_delete(io, &e.key, true) {
                             Ok(x) => x,

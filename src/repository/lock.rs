@@ -508,7 +508,7 @@ impl LockRoster {
         keys.iter().all(|k| {
             data.iter()
                 .find(|(n, _)| n == k)
-                .map_or(true, |(_, v)| v.is_empty())
+                .is_none_or(|(_, v)| v.is_empty())
         })
     }
 

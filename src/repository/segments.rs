@@ -430,9 +430,9 @@ fn numeric_entries(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 fn sort_numeric(v: &mut [(u64, PathBuf)], reverse: bool) {
     if reverse {
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|e| std::cmp::Reverse(e.0));
     } else {
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
     }
 }
 

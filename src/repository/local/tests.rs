@@ -918,3 +918,86 @@ fn size_formatting_like_borg() {
     assert_eq!(format_file_size(1_234_567), "1.23 MB");
     assert_eq!(format_file_size(524_288_000), "524.29 MB");
 }
+
+/// The Python that runs the installed borg (shebang of `borg` in PATH).
+fn borg_python() -> Option<String> {
+    let borg = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("borg")).find(|b| b.is_file()))?;
+    let text = fs::read_to_string(borg).ok()?;
+    text.lines().next()?.strip_prefix("#!").map(|l| l.trim().to_string())
+}
+
+#[test]
+fn same_transactions_same_files_as_borg() {
+    const SCRIPT: &str = "import hashlib, sys
+from borg.logger import setup_logging
+setup_logging(level='warning')
+from borg.repository import Repository
+def k(i): return hashlib.sha256(b'k%d' % i).digest()
+def v(i, n): return bytes([i % 256]) * n
+M = bytes(32)
+with Repository(sys.argv[1], create=True, exclusive=True) as r:
+    r.put(M, b'manifest-1')
+    for i in range(30): r.put(k(i), v(i, 500 + 37 * i))
+    r.commit(compact=False)
+    for i in range(5): r.put(k(i), v(i + 100, 20 + i))
+    for i in range(10, 20): r.delete(k(i))
+    r.put(M, b'manifest-2')
+    r.commit(compact=False)
+    r.put(M, b'manifest-3')
+    r.commit(compact=True, threshold=0.1)
+";
+    let Some(python) = borg_python() else {
+        eprintln!("skipping: borg not installed");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let theirs = tmp.path().join("theirs");
+    let out = Command::new(python).args(["-c", SCRIPT]).arg(&theirs).output().unwrap();
+    if !out.status.success() {
+        eprintln!("skipping: borg's Repository not usable: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let ours = tmp.path().join("ours");
+    let k = |i: u32| -> ObjectId { Sha256::digest(format!("k{i}").as_bytes()).into() };
+    let v = |i: u32, n: usize| vec![(i % 256) as u8; n];
+    {
+        let r = LocalRepository::init(&ours, false, 0, false, 1.0).unwrap();
+        r.put(&MANIFEST_ID, b"manifest-1").unwrap();
+        for i in 0..30 {
+            r.put(&k(i), &v(i, 500 + 37 * i as usize)).unwrap();
+        }
+        r.commit(false, 0.1, false).unwrap();
+        for i in 0..5 {
+            r.put(&k(i), &v(i + 100, 20 + i as usize)).unwrap();
+        }
+        for i in 10..20 {
+            r.delete(&k(i)).unwrap();
+        }
+        r.put(&MANIFEST_ID, b"manifest-2").unwrap();
+        r.commit(false, 0.1, false).unwrap();
+        r.put(&MANIFEST_ID, b"manifest-3").unwrap();
+        r.commit(true, 0.1, false).unwrap();
+    }
+    let (a, b) = (snapshot(&theirs), snapshot(&ours));
+    let names = |s: &BTreeMap<String, String>| s.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    for (name, digest) in &a {
+        if name == "config" || name.starts_with("hints.") || name.starts_with("integrity.") {
+            continue;
+        }
+        assert_eq!(digest, &b[name], "{name} differs");
+    }
+    let (t, _) = index_file(&ours);
+    let hints = |repo: &Path| match decode_hints(&fs::read(repo.join(format!("hints.{t}"))).unwrap()).unwrap() {
+        DecodedHints::V2(h) => h,
+        DecodedHints::V1 { .. } => panic!("v1 hints"),
+    };
+    let (ha, hb) = (hints(&theirs), hints(&ours));
+    assert_eq!(ha.segments, hb.segments);
+    assert_eq!(ha.compact, hb.compact);
+    assert_eq!(ha.storage_quota_use, hb.storage_quota_use);
+    // the index digests are over identical bytes and names
+    let r = open_ro(&ours);
+    assert_eq!(r.read_integrity(t, "index").unwrap(), LocalRepository::open(&theirs, false, 1.0, true, false).unwrap().read_integrity(t, "index").unwrap());
+}
