@@ -1094,9 +1094,18 @@ c.write(sys.argv[2])
         let (ns_path, ch_path) = (dir.path().join("ns"), dir.path().join("ch"));
         // the Python that runs borg (from the shebang of the `borg` script in PATH)
         let python = std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("borg")).find(|b| b.is_file()))
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("borg"))
+                    .find(|b| b.is_file())
+            })
             .and_then(|b| std::fs::read_to_string(b).ok())
-            .and_then(|t| t.lines().next().and_then(|l| l.strip_prefix("#!")).map(|l| l.trim().to_string()))
+            .and_then(|t| {
+                t.lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("#!"))
+                    .map(|l| l.trim().to_string())
+            })
             .unwrap_or_else(|| "python3".to_string());
         let ran = std::process::Command::new(python)
             .args(["-c", SCRIPT])
@@ -1140,7 +1149,14 @@ c.write(sys.argv[2])
         assert_eq!(ours, std::fs::read(&ns_path).unwrap());
         let mut c = ChunkIndex::new();
         for i in 0..3000u64 {
-            c.insert(&k(i), ChunkIndexEntry { refcount: 1, size: i as u32, csize: (i / 2) as u32 });
+            c.insert(
+                &k(i),
+                ChunkIndexEntry {
+                    refcount: 1,
+                    size: i as u32,
+                    csize: (i / 2) as u32,
+                },
+            );
         }
         for i in (0..3000u64).step_by(2) {
             c.remove(&k(i));

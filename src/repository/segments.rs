@@ -65,7 +65,13 @@ struct CachedFd {
 pub struct SegmentStore {
     path: PathBuf,
     segments_per_dir: u32,
-    fds: Mutex<HashMap<u32, CachedFd>>,
+    fds: Mutex<FdCache>,
+}
+
+#[derive(Default)]
+struct FdCache {
+    files: HashMap<u32, CachedFd>,
+    last_cleanup: Option<Instant>,
 }
 
 impl SegmentStore {
@@ -73,7 +79,7 @@ impl SegmentStore {
         SegmentStore {
             path: repo_path.to_path_buf(),
             segments_per_dir: segments_per_dir.max(1),
-            fds: Mutex::new(HashMap::new()),
+            fds: Mutex::new(FdCache::default()),
         }
     }
 
@@ -191,8 +197,18 @@ impl SegmentStore {
     /// An open file for `segment` from the cache (opened on demand).
     pub fn fd(&self, segment: u32) -> Result<Arc<File>> {
         let now = Instant::now();
-        let mut fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
-        fds.retain(|_, c| now.duration_since(c.last_used) <= FD_MAX_AGE);
+        let mut cache = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        // drop long-unused files now and then (stale handles on network file systems)
+        if cache
+            .last_cleanup
+            .is_none_or(|t| now.duration_since(t) > FD_MAX_AGE / 8)
+        {
+            cache.last_cleanup = Some(now);
+            cache
+                .files
+                .retain(|_, c| now.duration_since(c.last_used) <= FD_MAX_AGE);
+        }
+        let fds = &mut cache.files;
         if let Some(c) = fds.get_mut(&segment) {
             c.last_used = now;
             return Ok(c.file.clone());
@@ -220,11 +236,16 @@ impl SegmentStore {
         self.fds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .files
             .remove(&segment);
     }
 
     pub fn close_all(&self) {
-        self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .clear();
     }
 
     /// Read the PUT of `id` at (segment, offset) and verify header and CRC; returns the value.
@@ -324,6 +345,7 @@ impl SegmentStore {
             verify,
             check_magic: offset == 0,
             done: false,
+            buf: Vec::new(),
         })
     }
 
@@ -446,6 +468,7 @@ pub struct SegmentIter {
     verify: bool,
     check_magic: bool,
     done: bool,
+    buf: Vec<u8>,
 }
 
 impl SegmentIter {
@@ -485,7 +508,14 @@ impl SegmentIter {
         let mut key = [0u8; 32];
         let mut data = None;
         if self.verify {
-            let mut body = vec![0u8; length];
+            let keep = self.include_data && tag == TAG_PUT;
+            // scans without data reuse one buffer
+            let mut body = if keep {
+                vec![0u8; length]
+            } else {
+                std::mem::take(&mut self.buf)
+            };
+            body.resize(length, 0);
             let got = read_fully(&mut self.rd, &mut body)?;
             if got != length {
                 return Err(integrity(format!(
@@ -502,10 +532,12 @@ impl SegmentIter {
             }
             if has_key {
                 key.copy_from_slice(&body[..32]);
-                if self.include_data && tag == TAG_PUT {
-                    body.drain(..32);
-                    data = Some(body);
-                }
+            }
+            if keep {
+                body.drain(..32);
+                data = Some(body);
+            } else {
+                self.buf = body;
             }
         } else {
             if has_key {

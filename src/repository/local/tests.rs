@@ -921,10 +921,16 @@ fn size_formatting_like_borg() {
 
 /// The Python that runs the installed borg (shebang of `borg` in PATH).
 fn borg_python() -> Option<String> {
-    let borg = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("borg")).find(|b| b.is_file()))?;
+    let borg = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("borg"))
+            .find(|b| b.is_file())
+    })?;
     let text = fs::read_to_string(borg).ok()?;
-    text.lines().next()?.strip_prefix("#!").map(|l| l.trim().to_string())
+    text.lines()
+        .next()?
+        .strip_prefix("#!")
+        .map(|l| l.trim().to_string())
 }
 
 #[test]
@@ -953,9 +959,16 @@ with Repository(sys.argv[1], create=True, exclusive=True) as r:
     };
     let tmp = tempfile::tempdir().unwrap();
     let theirs = tmp.path().join("theirs");
-    let out = Command::new(python).args(["-c", SCRIPT]).arg(&theirs).output().unwrap();
+    let out = Command::new(python)
+        .args(["-c", SCRIPT])
+        .arg(&theirs)
+        .output()
+        .unwrap();
     if !out.status.success() {
-        eprintln!("skipping: borg's Repository not usable: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "skipping: borg's Repository not usable: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     let ours = tmp.path().join("ours");
@@ -989,15 +1002,24 @@ with Repository(sys.argv[1], create=True, exclusive=True) as r:
         assert_eq!(digest, &b[name], "{name} differs");
     }
     let (t, _) = index_file(&ours);
-    let hints = |repo: &Path| match decode_hints(&fs::read(repo.join(format!("hints.{t}"))).unwrap()).unwrap() {
-        DecodedHints::V2(h) => h,
-        DecodedHints::V1 { .. } => panic!("v1 hints"),
-    };
+    let hints =
+        |repo: &Path| match decode_hints(&fs::read(repo.join(format!("hints.{t}"))).unwrap())
+            .unwrap()
+        {
+            DecodedHints::V2(h) => h,
+            DecodedHints::V1 { .. } => panic!("v1 hints"),
+        };
     let (ha, hb) = (hints(&theirs), hints(&ours));
     assert_eq!(ha.segments, hb.segments);
     assert_eq!(ha.compact, hb.compact);
     assert_eq!(ha.storage_quota_use, hb.storage_quota_use);
     // the index digests are over identical bytes and names
     let r = open_ro(&ours);
-    assert_eq!(r.read_integrity(t, "index").unwrap(), LocalRepository::open(&theirs, false, 1.0, true, false).unwrap().read_integrity(t, "index").unwrap());
+    assert_eq!(
+        r.read_integrity(t, "index").unwrap(),
+        LocalRepository::open(&theirs, false, 1.0, true, false)
+            .unwrap()
+            .read_integrity(t, "index")
+            .unwrap()
+    );
 }
