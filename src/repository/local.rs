@@ -23,7 +23,7 @@ use super::config::{parse_bool, parse_file_size, parse_int, Ini};
 use super::integrity::{Digests, IntegrityReader, IntegrityWriter};
 use super::lock::{os_error_text, Lock};
 use super::segments::{
-    sync_dir, SegmentStore, SegmentWriter, WriteError, ATTIC_MAGIC, DEFAULT_MAX_SEGMENT_SIZE,
+    self, sync_dir, SegmentStore, SegmentWriter, WriteError, ATTIC_MAGIC, DEFAULT_MAX_SEGMENT_SIZE,
     DEFAULT_SEGMENTS_PER_DIR, HEADER_SIZE, MAX_OBJECT_SIZE, MAX_SEGMENT_SIZE_LIMIT,
     PUT_HEADER_SIZE, TAG_COMMIT, TAG_DELETE, TAG_PUT,
 };
@@ -920,8 +920,19 @@ impl LocalRepository {
 
     /// Apply one segment's entries to index and bookkeeping (borg 1.4's `_update_index`).
     fn update_index(&self, index: &mut NsIndex, h: &mut Hints, segment: u32) -> Result<()> {
+        let entries = self.io.iter_objects(segment, false)?;
+        self.apply_entries(index, h, segment, entries)
+    }
+
+    fn apply_entries(
+        &self,
+        index: &mut NsIndex,
+        h: &mut Hints,
+        segment: u32,
+        entries: impl Iterator<Item = Result<segments::Entry>>,
+    ) -> Result<()> {
         h.segments.insert(segment, 0);
-        for e in self.io.iter_objects(segment, false)? {
+        for e in entries {
             let e = e?;
             match e.tag {
                 TAG_PUT => {
@@ -1819,5 +1830,6 @@ impl Drop for LocalRepository {
     }
 }
 
+mod check;
 #[cfg(test)]
 mod tests;

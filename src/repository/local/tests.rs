@@ -728,7 +728,7 @@ fn borg_reads_what_we_rebuilt_and_wrote() {
     }
     let (tmp, repo) = copy_fixture(&fx, "repokey");
     remove_index_files(&repo);
-    drop(open_ro(&repo).len().unwrap());
+    assert!(open_ro(&repo).len().unwrap() > 0);
     let out = borg_cmd(tmp.path())
         .args(["check", "-v", "--repository-only"])
         .arg(&repo)
@@ -1022,4 +1022,76 @@ with Repository(sys.argv[1], create=True, exclusive=True) as r:
             .read_integrity(t, "index")
             .unwrap()
     );
+}
+
+#[test]
+fn check_and_repair() {
+    let Some(fx) = fixtures() else { return };
+    let (tmp, repo) = copy_fixture(&fx, "none");
+    let before = snapshot(&repo);
+    {
+        let r = LocalRepository::open(&repo, true, 1.0, true, false).unwrap();
+        assert!(r.check(false, 0.0).unwrap());
+        // still usable afterwards
+        r.get(&MANIFEST_ID).unwrap();
+    }
+    // a full check only rewrites the config (borg removes last_segment_checked)
+    let after = snapshot(&repo);
+    assert_eq!(
+        before
+            .iter()
+            .filter(|(k, _)| *k != "config")
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .filter(|(k, _)| *k != "config")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fs::read_to_string(repo.join("config")).unwrap(),
+        fs::read_to_string(fx.join("repos/none/config")).unwrap()
+    );
+
+    // partial check remembers where it stopped
+    {
+        let r = LocalRepository::open(&repo, true, 1.0, true, false).unwrap();
+        assert!(r.check(false, 1e-9).unwrap());
+        assert!(r
+            .config()
+            .get("repository", "last_segment_checked")
+            .is_some());
+        assert!(r.check(false, 0.0).unwrap());
+        assert!(r
+            .config()
+            .get("repository", "last_segment_checked")
+            .is_none());
+    }
+
+    // damage one object: check fails, repair drops the entry and the result checks clean
+    let index = NsIndex::read_path(&index_file(&repo).1, None, None).unwrap();
+    let (victim, (seg, off)) = index.iter().max_by_key(|(_, (s, o))| (*o, *s)).unwrap();
+    let seg_path = repo.join(format!("data/0/{seg}"));
+    let mut bytes = fs::read(&seg_path).unwrap();
+    bytes[off as usize + 50] ^= 0xff;
+    fs::write(&seg_path, &bytes).unwrap();
+    {
+        let r = LocalRepository::open(&repo, true, 1.0, true, false).unwrap();
+        assert!(!r.check(false, 0.0).unwrap());
+        assert!(r.check(true, 0.0).unwrap());
+        assert!(!r.contains(&victim).unwrap());
+        assert_eq!(r.len().unwrap(), index.len() - 1);
+        assert!(r.check(false, 0.0).unwrap());
+    }
+    if borg().is_some() {
+        let out = borg_cmd(tmp.path())
+            .args(["check", "-v", "--repository-only"])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.contains("no problems found"),
+            "{err}"
+        );
+    }
 }
