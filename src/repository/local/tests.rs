@@ -1095,3 +1095,92 @@ fn check_and_repair() {
         );
     }
 }
+
+#[test]
+fn compaction_matches_borg_compact_after_archive_delete() {
+    let Some(fx) = fixtures() else { return };
+    if borg().is_none() {
+        return;
+    }
+    let (tmp, deleted) = copy_fixture(&fx, "none");
+    let out = borg_cmd(tmp.path())
+        .args(["delete"])
+        .arg(format!("{}::a1", deleted.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = tmp.path().join("theirs");
+    let ours = tmp.path().join("ours");
+    copy_tree(&deleted, &theirs);
+    copy_tree(&deleted, &ours);
+    let out = borg_cmd(tmp.path())
+        .args(["compact"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        // what `borg compact` does: re-PUT the manifest unchanged, commit with compaction
+        let r = LocalRepository::open(&ours, true, 1.0, true, false).unwrap();
+        let manifest = r.get(&MANIFEST_ID).unwrap();
+        r.put(&MANIFEST_ID, &manifest).unwrap();
+        r.commit(true, 0.1, false).unwrap();
+    }
+    let (a, b) = (snapshot(&theirs), snapshot(&ours));
+    let data = |s: &BTreeMap<String, String>| {
+        s.iter()
+            .filter(|(k, _)| k.starts_with("data/") || k.starts_with("index."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(data(&a), data(&b));
+    // borg accepts the result, archives included
+    let out = borg_cmd(tmp.path())
+        .args(["check", "-v"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let out = borg_cmd(tmp.path())
+        .args(["list", "--short"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a2\n");
+}
+
+#[test]
+fn insufficient_free_space_rolls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("r");
+    {
+        let r = LocalRepository::init(&repo, false, 0, false, 1.0).unwrap();
+        r.put(&MANIFEST_ID, b"m").unwrap();
+        r.commit(false, 0.1, false).unwrap();
+    }
+    let config = fs::read_to_string(repo.join("config")).unwrap();
+    fs::write(
+        repo.join("config"),
+        config.replace("additional_free_space = 0", "additional_free_space = 900P"),
+    )
+    .unwrap();
+    let before = snapshot(&repo);
+    let r = LocalRepository::open(&repo, true, 1.0, true, false).unwrap();
+    r.put(&[5u8; 32], b"data").unwrap();
+    let e = r.commit(false, 0.1, false).unwrap_err();
+    assert!(e.is(ErrorKind::RepositoryInsufficientFreeSpace), "{e:?}");
+    assert!(e.message.starts_with(
+        "Insufficient free space to complete transaction (required: 900.00 PB, available: "
+    ));
+    drop(r);
+    assert_eq!(snapshot(&repo), before);
+}
