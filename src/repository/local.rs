@@ -931,6 +931,11 @@ impl LocalRepository {
         segment: u32,
         entries: impl Iterator<Item = Result<segments::Entry>>,
     ) -> Result<()> {
+        if segment > crate::hashindex::MAX_VALUE {
+            return Err(Error::integrity(format!(
+                "maximum number of segments reached [segment {segment}]"
+            )));
+        }
         h.segments.insert(segment, 0);
         for e in entries {
             let e = e?;
@@ -1529,8 +1534,7 @@ impl LocalRepository {
         Ok(st.hints.clone().unwrap_or_default())
     }
 
-    /// Up to `limit` ids of live objects in on-disk order after `marker` (borg's `scan`).
-    pub fn scan(&self, limit: usize, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+    fn scan_ids(&self, limit: usize, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
         let st = self.read_state()?;
         let Some(index) = st.index.as_ref() else {
             return Ok(Vec::new());
@@ -1565,6 +1569,47 @@ impl LocalRepository {
             start_offset = 0;
         }
         Ok(result)
+    }
+
+    /// Every entry of every segment file, committed or not, with its data (borg's
+    /// `scan_low_level`, for `borg debug dump-repo-objs --ghost`): `f(key, data, tag, segment,
+    /// offset)`. A damaged segment is logged and skipped from the damage on.
+    pub fn scan_low_level(
+        &self,
+        segment: Option<u32>,
+        offset: Option<u32>,
+        mut f: impl FnMut(&ObjectId, Option<&[u8]>, u8, u32, u32) -> Result<()>,
+    ) -> Result<()> {
+        for (current, filename) in self.io.segment_list(segment, false)? {
+            if segment.is_some_and(|s| current > s) {
+                break;
+            }
+            let iter = self
+                .io
+                .iter_objects_from(current, offset.unwrap_or(0), true, true)?;
+            for e in iter {
+                match e {
+                    Ok(e) => {
+                        if offset.is_some_and(|o| e.offset > o) {
+                            break;
+                        }
+                        f(&e.key, e.data.as_deref(), e.tag, current, e.offset)?;
+                    }
+                    Err(err) => {
+                        log(
+                            Level::Error,
+                            &format!(
+                                "Segment {current} ({}) has IntegrityError(s) [{}] - skipping.",
+                                filename.display(),
+                                err.message
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn destroy_files(&self) -> Result<()> {
@@ -1806,6 +1851,14 @@ impl Repository for LocalRepository {
             }
             other => other,
         }
+    }
+
+    fn scan(&self, limit: usize, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+        self.scan_ids(limit, marker)
+    }
+
+    fn check(&self, repair: bool, max_duration: f64) -> Result<bool> {
+        LocalRepository::check(self, repair, max_duration)
     }
 
     fn break_lock(&self) -> Result<()> {

@@ -106,6 +106,17 @@ pub trait Repository: Send + Sync {
         Err(unsupported("commit_nonce_reservation"))
     }
 
+    /// Up to `limit` ids of live objects in on-disk order after `marker` (borg's `scan`).
+    fn scan(&self, _limit: usize, _marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+        Err(unsupported("scan"))
+    }
+
+    /// Repository consistency check (`borg check --repository-only`); see
+    /// [`LocalRepository::check`].
+    fn check(&self, _repair: bool, _max_duration: f64) -> Result<bool> {
+        Err(unsupported("check"))
+    }
+
     /// Remove the repository lock whoever holds it.
     fn break_lock(&self) -> Result<()> {
         Err(unsupported("break_lock"))

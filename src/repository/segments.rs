@@ -688,6 +688,11 @@ impl SegmentWriter {
             self.close_segment(store)?;
         }
         if self.file.is_none() {
+            if self.segment > crate::hashindex::MAX_VALUE {
+                return Err(WriteError::Failed(Error::exception(
+                    "maximum number of segments reached",
+                )));
+            }
             let dir = store
                 .data_dir()
                 .join((self.segment / store.segments_per_dir()).to_string());

@@ -1184,3 +1184,80 @@ fn insufficient_free_space_rolls_back() {
     drop(r);
     assert_eq!(snapshot(&repo), before);
 }
+
+/// Scale smoke test (run with `--ignored`): many objects, commit, replay, lookups.
+#[test]
+#[ignore]
+fn perf_smoke_many_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("r");
+    let n = 200_000u32;
+    let id = |i: u32| -> ObjectId { Sha256::digest(i.to_le_bytes()).into() };
+    let t0 = std::time::Instant::now();
+    {
+        let r = LocalRepository::init(&repo, false, 0, false, 1.0).unwrap();
+        for i in 0..n {
+            r.put(&id(i), &i.to_le_bytes().repeat(8)).unwrap();
+        }
+        r.commit(false, 0.1, false).unwrap();
+    }
+    eprintln!("put+commit {n}: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    {
+        let r = open_ro(&repo);
+        assert_eq!(r.len().unwrap(), n as usize);
+    }
+    eprintln!("open+load index: {:?}", t0.elapsed());
+    remove_index_files(&repo);
+    let t0 = std::time::Instant::now();
+    let r = open_ro(&repo);
+    assert_eq!(r.len().unwrap(), n as usize);
+    eprintln!("replay: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    for i in (0..n).step_by(7) {
+        r.get(&id(i)).unwrap();
+    }
+    eprintln!("gets: {:?}", t0.elapsed());
+}
+
+#[test]
+fn scan_in_disk_order_and_low_level() {
+    let Some(fx) = fixtures() else { return };
+    let (_tmp, repo) = copy_fixture(&fx, "keyfile");
+    let r = open_ro(&repo);
+    let mut scanned = Vec::new();
+    let mut marker: Option<ObjectId> = None;
+    loop {
+        let page = Repository::scan(&r, 10, marker.as_ref()).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        marker = page.last().copied();
+        scanned.extend(page);
+    }
+    let locations: Vec<(u32, u32)> = scanned
+        .iter()
+        .map(|id| r.locate(id).unwrap().unwrap())
+        .collect();
+    let mut sorted = locations.clone();
+    sorted.sort();
+    assert_eq!(locations, sorted);
+    assert_eq!(scanned.len(), r.len().unwrap());
+    let mut puts = 0;
+    let mut commits = 0;
+    r.scan_low_level(None, None, |_, data, tag, _, _| {
+        match tag {
+            segments::TAG_PUT => {
+                assert!(data.is_some());
+                puts += 1
+            }
+            segments::TAG_COMMIT => commits += 1,
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    // two archives: init, create a1, create a2 → 3 transactions
+    assert_eq!(commits, 3);
+    assert!(puts > scanned.len());
+}
