@@ -77,6 +77,9 @@ pub struct OpenOptions {
     pub storage_quota: Option<u64>,
     /// Refuse attic repositories (borg's `check_segment_magic`).
     pub check_segment_magic: bool,
+    /// With a shared lock: upgrade it on the first write instead of refusing to write (borg's
+    /// `exclusive=None`, sent by clients before 1.0.7).
+    pub upgrade_lock: bool,
 }
 
 impl Default for OpenOptions {
@@ -88,6 +91,7 @@ impl Default for OpenOptions {
             append_only: false,
             storage_quota: None,
             check_segment_magic: true,
+            upgrade_lock: false,
         }
     }
 }
@@ -268,6 +272,7 @@ pub struct LocalRepository {
     settings: RepoSettings,
     config: Mutex<Ini>,
     do_lock: bool,
+    upgrade_lock: bool,
     lock: Mutex<Option<Lock>>,
     io: SegmentStore,
     state: RwLock<State>,
@@ -442,6 +447,7 @@ impl LocalRepository {
             settings,
             config: Mutex::new(config),
             do_lock: opts.lock,
+            upgrade_lock: opts.upgrade_lock,
             lock: Mutex::new(lock),
             io,
             state: RwLock::new(State::default()),
@@ -1111,14 +1117,7 @@ impl LocalRepository {
         if st.txn.is_some() {
             return Ok(());
         }
-        if self.do_lock {
-            let mut guard = self.lock_guard();
-            if let Some(lock) = guard.as_mut() {
-                if !lock.got_exclusive_lock() {
-                    lock.upgrade()?;
-                }
-            }
-        }
+        self.ensure_write_lock()?;
         self.ensure_index(st)?;
         let t = st.txn_id;
         self.cleanup(t)?;
@@ -1535,18 +1534,18 @@ impl LocalRepository {
     }
 
     fn scan_ids(&self, limit: usize, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+        if limit < 1 {
+            return Err(Error::exception("please use limit > 0 or limit = None"));
+        }
         let st = self.read_state()?;
         let Some(index) = st.index.as_ref() else {
             return Ok(Vec::new());
         };
         let (start_segment, mut start_offset) = match marker {
             None => (0, 0),
-            Some(m) => index.get(m).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::RepositoryObjectNotFound,
-                    [hex::encode(m), self.path_text()],
-                )
-            })?,
+            Some(m) => index
+                .get(m)
+                .ok_or_else(|| Error::exception(format!("KeyError: {}", hex::encode(m))))?,
         };
         let mut result = Vec::new();
         for (segment, _) in self.io.segment_list(Some(start_segment), false)? {
@@ -1694,6 +1693,27 @@ pub fn save_config(repo_path: &Path, config: &Ini, do_lock: bool) -> Result<()> 
 }
 
 impl LocalRepository {
+    /// Writers need the exclusive lock; a repository opened with `upgrade_lock` (borg's
+    /// `exclusive=None`) upgrades its shared lock here, otherwise this is borg's assertion.
+    fn ensure_write_lock(&self) -> Result<()> {
+        if !self.do_lock {
+            return Ok(());
+        }
+        let mut guard = self.lock_guard();
+        let Some(lock) = guard.as_mut() else {
+            return Ok(());
+        };
+        if lock.got_exclusive_lock() {
+            return Ok(());
+        }
+        if !self.upgrade_lock {
+            return Err(Error::exception(
+                "bug in code, exclusive lock should exist here",
+            ));
+        }
+        lock.upgrade()
+    }
+
     fn require_exclusive(&self) -> Result<()> {
         if self.do_lock && !self.got_exclusive_lock() {
             return Err(Error::exception(
@@ -1766,12 +1786,7 @@ impl Repository for LocalRepository {
             None => index.iter().take(limit).map(|(k, _)| k).collect(),
             Some(m) => index
                 .iter_after(m)
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::RepositoryObjectNotFound,
-                        [hex::encode(m), self.path_text()],
-                    )
-                })?
+                .ok_or_else(|| Error::exception("'marker not found'"))?
                 .take(limit)
                 .map(|(k, _)| k)
                 .collect(),
@@ -1813,7 +1828,13 @@ impl Repository for LocalRepository {
 
     fn rollback(&self) -> Result<()> {
         let mut st = self.write_state();
-        self.rollback_locked(&mut st, false)
+        if let Err(e) = self.rollback_locked(&mut st, false) {
+            log(
+                Level::Warning,
+                &format!("Failed to clean up after rollback: {e}"),
+            );
+        }
+        Ok(())
     }
 
     fn save_key(&self, keydata: &[u8]) -> Result<()> {

@@ -47,6 +47,7 @@ impl LocalRepository {
                 "repair and partial check cannot be combined",
             ));
         }
+        self.ensure_write_lock()?;
         let mut report = Reporter::default();
         log(Level::Info, "Starting repository check");
         let mut st = self.write_state();
@@ -105,13 +106,6 @@ impl LocalRepository {
             Level::Debug,
             &format!("Determined transaction is {transaction_id}"),
         );
-        if self.do_lock {
-            if let Some(lock) = self.lock_guard().as_mut() {
-                if !lock.got_exclusive_lock() {
-                    lock.upgrade()?;
-                }
-            }
-        }
         let mut index = NsIndex::new();
         let mut hints = Hints::default();
         let segment_list = self.io.segment_list(None, false)?;

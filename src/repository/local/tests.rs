@@ -1261,3 +1261,38 @@ fn scan_in_disk_order_and_low_level() {
     assert_eq!(commits, 3);
     assert!(puts > scanned.len());
 }
+
+#[test]
+fn writes_need_the_exclusive_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("r");
+    drop(LocalRepository::init(&repo, false, 0, false, 1.0).unwrap());
+    let r = open_ro(&repo);
+    let e = r.put(&MANIFEST_ID, b"m").unwrap_err();
+    assert_eq!(e.message, "bug in code, exclusive lock should exist here");
+    assert!(r.check(false, 0.0).is_err());
+    assert!(r.get_free_nonce().is_err());
+    drop(r);
+    // old clients (exclusive=None): the shared lock is upgraded on the first write
+    let opts = OpenOptions {
+        upgrade_lock: true,
+        ..OpenOptions::default()
+    };
+    let r = LocalRepository::open_with(&repo, &opts).unwrap();
+    assert!(!r.got_exclusive_lock());
+    r.put(&MANIFEST_ID, b"m").unwrap();
+    assert!(r.got_exclusive_lock());
+    r.commit(false, 0.1, false).unwrap();
+    // bypass-lock: no lock at all, writes allowed (borg does not stop them)
+    drop(r);
+    let r = LocalRepository::open(&repo, false, 1.0, false, false).unwrap();
+    r.put(&[1u8; 32], b"x").unwrap();
+    r.rollback().unwrap();
+    assert_eq!(
+        Repository::list(&r, 10, Some(&[9u8; 32]))
+            .unwrap_err()
+            .message,
+        "'marker not found'"
+    );
+    assert!(Repository::scan(&r, 0, None).is_err());
+}
