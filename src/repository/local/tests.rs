@@ -1296,3 +1296,59 @@ fn writes_need_the_exclusive_lock() {
     );
     assert!(Repository::scan(&r, 0, None).is_err());
 }
+
+#[test]
+fn version_1_hints_are_upgraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("r");
+    {
+        let r = LocalRepository::init(&repo, false, 0, false, 1.0).unwrap();
+        r.put(&MANIFEST_ID, b"m1").unwrap();
+        r.put(&[1u8; 32], &[1u8; 300]).unwrap();
+        r.put(&[2u8; 32], &[2u8; 300]).unwrap();
+        r.commit(false, 0.1, false).unwrap();
+        r.delete(&[1u8; 32]).unwrap();
+        r.put(&MANIFEST_ID, b"m2").unwrap();
+        r.commit(false, 0.1, false).unwrap();
+    }
+    let (t, _) = index_file(&repo);
+    let h = match decode_hints(&fs::read(repo.join(format!("hints.{t}"))).unwrap()).unwrap() {
+        DecodedHints::V2(h) => h,
+        DecodedHints::V1 { .. } => unreachable!(),
+    };
+    // borg 1.0 hints: compact is a list of segment numbers
+    let mut v1 = Vec::new();
+    msgpack::pack_map_len(&mut v1, 3);
+    msgpack::pack_raw(&mut v1, b"version");
+    msgpack::pack_uint(&mut v1, 1);
+    msgpack::pack_raw(&mut v1, b"segments");
+    msgpack::pack_map_len(&mut v1, h.segments.len());
+    for (s, c) in &h.segments {
+        msgpack::pack_uint(&mut v1, *s as u64);
+        msgpack::pack_int(&mut v1, *c);
+    }
+    msgpack::pack_raw(&mut v1, b"compact");
+    msgpack::pack_array_len(&mut v1, h.compact.len());
+    for s in h.compact.keys() {
+        msgpack::pack_uint(&mut v1, *s as u64);
+    }
+    fs::write(repo.join(format!("hints.{t}")), v1).unwrap();
+    fs::remove_file(repo.join(format!("integrity.{t}"))).unwrap();
+    let r = LocalRepository::open(&repo, true, 1.0, true, false).unwrap();
+    let upgraded = r.hints().unwrap();
+    assert_eq!(upgraded.segments, h.segments);
+    // rebuilt freeable bytes: superseded PUTs and DELETEs, whole file size for dead segments
+    for (seg, free) in &h.compact {
+        let expect = if h.segments[seg] == 0 {
+            r.segments().segment_size(*seg).unwrap()
+        } else {
+            *free
+        };
+        assert_eq!(upgraded.compact[seg], expect, "segment {seg}");
+    }
+    r.put(&MANIFEST_ID, b"m3").unwrap();
+    r.commit(true, 0.1, false).unwrap();
+    assert!(!r.contains(&[1u8; 32]).unwrap());
+    assert_eq!(r.get(&[2u8; 32]).unwrap(), vec![2u8; 300]);
+    assert!(r.check(false, 0.0).unwrap());
+}
