@@ -915,6 +915,10 @@ impl LocalRepository {
             if segment > to {
                 break;
             }
+            if !self.io.segment_exists(segment) {
+                // truncated to zero = deleted (a crash between truncate and unlink)
+                continue;
+            }
             self.update_index(&mut index, &mut hints, segment)?;
         }
         self.persist_rebuilt(&index, &hints, to);
