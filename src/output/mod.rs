@@ -39,12 +39,7 @@ pub fn warn_kind(kind: WarningKind, msg: &str) {
 
 /// Report a fatal error as borg does (message at ERROR with its msgid).
 pub fn report_error(err: &Error) {
-    log(
-        Level::Error,
-        "borg.archiver",
-        &err.message,
-        Some(err.msgid()),
-    )
+    log(Level::Error, "borg.archiver", &err.message, Some(err.msgid()))
 }
 
 /// Whether `--progress` was given.
