@@ -170,6 +170,12 @@ pub fn isoformat_archive_time(ts: &DateTime<Utc>) -> String {
     isoformat_us(&archive_time_local(ts))
 }
 
+/// borg's `format_archive`: `%-36s %s [%s]` (name padded to 36 columns, local start time,
+/// hex id) as used by `delete --list` and `prune --list`.
+pub fn format_archive_line(name: &str, ts: &DateTime<Utc>, id_hex: &str) -> String {
+    format!("{:<36} {} [{}]", name, format_archive_time(ts), id_hex)
+}
+
 /// Item time for text output.
 pub fn format_item_time(ns: i64) -> String {
     format_time(&item_time_local(ns))
@@ -255,5 +261,11 @@ mod tests {
         assert_eq!(t2.timestamp(), 1795304524);
         assert!(parse_borg_utc(b"garbage").is_err());
         assert!(isoformat_archive_time(&t).ends_with(".000000"));
+        let line = format_archive_line("arch9", &t, "2adf");
+        assert!(
+            line.starts_with("arch9                                "),
+            "{line}"
+        );
+        assert!(line.ends_with(" [2adf]"));
     }
 }

@@ -498,9 +498,45 @@ fn stderr_lock() -> &'static Mutex<()> {
     &LOCK
 }
 
+#[cfg(test)]
+pub(crate) mod capture {
+    //! Unit tests read what would go to stderr; tests that use it (or change the global
+    //! output configuration) hold [`lock`].
+    use std::sync::Mutex;
+
+    pub static BUFFER: Mutex<Option<String>> = Mutex::new(None);
+    static TEST_LOCK: Mutex<()> = Mutex::new(());
+
+    pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+        TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn start() {
+        *BUFFER.lock().unwrap() = Some(String::new());
+    }
+
+    pub fn take() -> String {
+        BUFFER.lock().unwrap().take().unwrap_or_default()
+    }
+
+    pub(super) fn write(text: &str) -> bool {
+        match BUFFER.lock().unwrap().as_mut() {
+            Some(b) => {
+                b.push_str(text);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Write text to stderr as one unit (records never interleave across threads); stdout
 /// is flushed first so both streams keep their relative order on a terminal.
 pub fn write_stderr(text: &str) {
+    #[cfg(test)]
+    if capture::write(text) {
+        return;
+    }
     let _guard = stderr_lock().lock().unwrap_or_else(|e| e.into_inner());
     stdout_flush();
     progress::suspend_bars(|| {
@@ -512,6 +548,10 @@ pub fn write_stderr(text: &str) {
 
 /// Write progress text (no stdout flush, bars untouched).
 pub(crate) fn write_stderr_raw(text: &str) {
+    #[cfg(test)]
+    if capture::write(text) {
+        return;
+    }
     let _guard = stderr_lock().lock().unwrap_or_else(|e| e.into_inner());
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
@@ -717,10 +757,19 @@ fn handle_remote_json(mut msg: Map<String, Value>, raw: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    // Logger configuration is process-global; keep everything touching it in one test.
+    fn lines(text: &str) -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    }
+
+    // Logger configuration is process-global: tests touching it hold the capture lock.
     #[test]
     fn effective_levels_follow_borg_logging() {
+        let _l = capture::lock();
+        capture::start();
         configure(&OutputConfig {
             level: Level::Debug,
             debug_topics: vec!["lock".into(), "borg.repository".into()],
@@ -736,10 +785,266 @@ mod tests {
         assert_eq!(effective_level("borg.debug.lock"), Level::Debug);
         assert_eq!(effective_level("borg.debug.other"), Level::Warning);
         assert_eq!(effective_level("borg.repository.io"), Level::Debug);
+        assert_eq!(
+            capture::take(),
+            "Enabling debug topic borg.debug.lock\nEnabling debug topic borg.repository\n"
+        );
         configure(&OutputConfig::default());
         assert_eq!(effective_level("borg.archiver"), Level::Warning);
         assert!(!log_enabled(Level::Info, LOGGER_LIST));
         assert!(log_enabled(Level::Warning, "borg.output.list"));
+    }
+
+    #[test]
+    fn text_and_json_records() {
+        let _l = capture::lock();
+        configure(&OutputConfig {
+            level: Level::Info,
+            ..Default::default()
+        });
+        capture::start();
+        info("Creating archive at \"/r::a\"");
+        debug("hidden");
+        list_line("hidden too");
+        file_status('A', "x");
+        assert_eq!(capture::take(), "Creating archive at \"/r::a\"\n");
+
+        configure(&OutputConfig {
+            log_json: true,
+            show_rc: true,
+            ..Default::default()
+        });
+        enable_logger(LOGGER_LIST);
+        capture::start();
+        warn_kind(
+            WarningKind::BackupFileNotFound,
+            "data/x: stat: [Errno 2] No such file or directory: 'data/x'",
+        );
+        file_status('A', "data/é");
+        report_error(&Error::new(ErrorKind::RepositoryDoesNotExist, ["/r"]));
+        show_rc(13);
+        let out = capture::take();
+        assert!(
+            out.starts_with("{\"type\": \"log_message\", \"time\": "),
+            "{out}"
+        );
+        let recs = lines(&out);
+        assert_eq!(recs.len(), 4, "{out}");
+        assert_eq!(recs[0]["msgid"], "BackupFileNotFoundError");
+        assert_eq!(recs[0]["levelname"], "WARNING");
+        assert_eq!(
+            out.lines().nth(1).unwrap(),
+            r#"{"type": "file_status", "status": "A", "path": "data/\u00e9"}"#
+        );
+        assert_eq!(recs[2]["message"], "Repository /r does not exist.");
+        assert_eq!(recs[2]["msgid"], "Repository.DoesNotExist");
+        assert_eq!(recs[3]["message"], "terminating with error status, rc 13");
+        assert_eq!(recs[3]["name"], "borg.output.show-rc");
+        assert!(recs[3].get("msgid").is_none());
+        let keys: Vec<&String> = recs[2].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["type", "time", "message", "levelname", "name", "msgid"]
+        );
+        configure(&OutputConfig::default());
+    }
+
+    #[test]
+    fn progress_json_objects() {
+        let _l = capture::lock();
+        configure(&OutputConfig {
+            log_json: true,
+            progress: true,
+            ..Default::default()
+        });
+        capture::start();
+        let mut msg = ProgressMessage::new("cache.commit");
+        msg.output("Saving files cache");
+        msg.finish();
+        let mut pct = ProgressPercent::new(4, 50.0, "%5.1f%% Extracting: %s", "extract");
+        pct.show_increase(1, Some(vec!["a".into()])); // 0 % → shown
+        pct.show_increase(1, Some(vec!["b".into()])); // 25 % → below 50
+        pct.show_increase(1, Some(vec!["c".into()])); // 50 % → shown
+        pct.finish();
+        let mut null_id = ProgressPercent::new(2, 100.0, "Checking segments %3.1f%%", "");
+        null_id.show(Some(0), None);
+        drop(null_id);
+        let mut ap = ArchiveProgress::new();
+        let stats = ArchiveProgressStats {
+            original_size: 10,
+            compressed_size: 5,
+            deduplicated_size: 1,
+            nfiles: 2,
+        };
+        ap.show(&stats, "data/x");
+        ap.show(&stats, "data/y"); // within 0.2 s: suppressed
+        ap.finish();
+        let out = capture::take();
+        let recs = lines(&out);
+        assert_eq!(recs.len(), 8, "{out}");
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&recs[0]),
+            ["message", "operation", "msgid", "type", "finished", "time"]
+        );
+        assert_eq!(recs[0]["message"], "Saving files cache");
+        assert_eq!(
+            keys(&recs[1]),
+            ["operation", "msgid", "type", "finished", "time"]
+        );
+        assert_eq!(recs[1]["finished"], true);
+        let op = recs[0]["operation"].as_u64().unwrap();
+        assert_eq!(
+            keys(&recs[2]),
+            [
+                "message",
+                "current",
+                "total",
+                "info",
+                "operation",
+                "msgid",
+                "type",
+                "finished",
+                "time"
+            ]
+        );
+        assert_eq!(recs[2]["message"], "  0.0% Extracting: a");
+        assert_eq!(recs[2]["current"], 1);
+        assert_eq!(recs[2]["info"], json!(["a"]));
+        assert_eq!(recs[2]["operation"].as_u64(), Some(op + 1));
+        assert_eq!(recs[3]["message"], " 50.0% Extracting: c");
+        assert_eq!(recs[3]["current"], 3);
+        assert_eq!(recs[4]["type"], "progress_percent");
+        assert_eq!(recs[4]["finished"], true);
+        assert_eq!(recs[5]["msgid"], Value::Null);
+        assert_eq!(recs[5]["info"], Value::Null);
+        assert_eq!(recs[5]["message"], "Checking segments 0.0%");
+        assert_eq!(
+            keys(&recs[6]),
+            [
+                "original_size",
+                "compressed_size",
+                "deduplicated_size",
+                "nfiles",
+                "path",
+                "time",
+                "type",
+                "finished"
+            ]
+        );
+        assert_eq!(recs[6]["path"], "data/x");
+        assert_eq!(keys(&recs[7]), ["time", "type", "finished"]);
+        assert_eq!(recs[7]["finished"], true);
+        configure(&OutputConfig::default());
+    }
+
+    #[test]
+    fn progress_off_and_plain() {
+        let _l = capture::lock();
+        configure(&OutputConfig::default());
+        capture::start();
+        let mut p = ProgressPercent::new(10, 5.0, "%3.0f%%", "x");
+        p.show(Some(5), None);
+        p.finish();
+        assert_eq!(capture::take(), "");
+        // Not a terminal (tests run with stderr captured or piped): plain lines.
+        if !stderr_is_tty() {
+            configure(&OutputConfig {
+                progress: true,
+                ..Default::default()
+            });
+            capture::start();
+            let mut p = ProgressPercent::new(10, 50.0, "Compacting segments %3.0f%%", "");
+            for _ in 0..10 {
+                p.show(None, None);
+            }
+            p.finish();
+            let mut ap = ArchiveProgress::new();
+            ap.show(
+                &ArchiveProgressStats {
+                    original_size: 100540,
+                    nfiles: 4,
+                    ..Default::default()
+                },
+                "data/sub",
+            );
+            ap.finish();
+            assert_eq!(
+                capture::take(),
+                "Compacting segments   0%\nCompacting segments  50%\n100.54 kB O 0 B C 0 B D 4 N data/sub\n\n"
+            );
+            configure(&OutputConfig::default());
+        }
+    }
+
+    #[test]
+    fn prompt_json_records() {
+        use super::prompt::{yes_with_input, Answer, ONLY_YES};
+        let _l = capture::lock();
+        configure(&OutputConfig {
+            log_json: true,
+            ..Default::default()
+        });
+        capture::start();
+        let q = Question {
+            msg: Some("Type 'YES' if you understand this and want to continue: "),
+            false_msg: Some("Aborting."),
+            invalid_msg: Some("Invalid answer, aborting."),
+            truish: ONLY_YES,
+            retry: false,
+            env_var_override: Some("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING"),
+            ..Default::default()
+        };
+        assert!(!yes_with_input(&q, &mut || Answer::Eof, &|_| None));
+        assert!(!yes_with_input(&q, &mut || Answer::Eof, &|_| Some(
+            "NO".into()
+        )));
+        let out = capture::take();
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            got,
+            [
+                r#"{"type": "question_prompt", "msgid": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "message": "Type 'YES' if you understand this and want to continue: "}"#,
+                r#"{"type": "question_accepted_false", "msgid": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "message": "Aborting."}"#,
+                r#"{"type": "question_prompt", "msgid": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "message": "Type 'YES' if you understand this and want to continue: "}"#,
+                r#"{"env_var": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "type": "question_env_answer", "msgid": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "message": "NO (from BORG_CHECK_I_KNOW_WHAT_I_AM_DOING)"}"#,
+                r#"{"type": "question_accepted_false", "msgid": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "message": "Aborting."}"#,
+            ]
+        );
+        configure(&OutputConfig::default());
+    }
+
+    #[test]
+    fn remote_lines() {
+        let _l = capture::lock();
+        configure(&OutputConfig {
+            log_json: true,
+            level: Level::Info,
+            ..Default::default()
+        });
+        capture::start();
+        handle_remote_line(
+            r#"{"type": "log_message", "time": 1.5, "message": "hi", "levelname": "INFO", "name": "borg.repository"}"#,
+        );
+        handle_remote_line(
+            r#"{"type": "log_message", "time": 1.5, "message": "dbg", "levelname": "DEBUG", "name": "borg.repository"}"#,
+        );
+        handle_remote_line(
+            r#"{"message": "x", "operation": 1, "msgid": null, "type": "progress_message", "finished": false, "time": 2.0}"#,
+        );
+        let out = capture::take();
+        assert_eq!(
+            out,
+            "{\"type\": \"log_message\", \"time\": 1.5, \"message\": \"Remote: hi\", \"levelname\": \"INFO\", \"name\": \"borg.repository\"}\n"
+        );
+        configure(&OutputConfig {
+            level: Level::Info,
+            ..Default::default()
+        });
+        capture::start();
+        handle_remote_line("$LOG WARNING borg.repository Remote: careful\n");
+        assert_eq!(capture::take(), "Remote: careful\n");
+        configure(&OutputConfig::default());
     }
 
     #[test]

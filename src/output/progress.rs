@@ -4,6 +4,10 @@
 //! `archive_progress` objects (exact keys and order); stderr on a terminal → an indicatif
 //! line redrawn in place; otherwise → plain lines ending with `\n` (borg 1.4.2+'s form for
 //! non-terminals, no padding). Nothing is produced without `--progress`.
+//!
+//! Finishing: JSON writes the `finished: true` object; a terminal line is cleared; plain
+//! mode writes an empty line for archive progress (as borg 1.4.2+ does) and nothing for
+//! percent/message indicators (borg's `\r`-terminated empty record has no use in a log).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -223,15 +227,19 @@ impl ProgressPercent {
         let message = match &info {
             Some(items) => {
                 let mut items = items.clone();
-                if let (Sink::Bar(_), Some(width), Some(last)) =
-                    (&self.sink, terminal_width(), items.pop())
-                {
-                    // Truncate the last item so the line fits the terminal (as borg does).
-                    let mut probe = args.clone();
-                    probe.extend(items.iter().map(|s| PrintfArg::Str(s)));
-                    probe.push(PrintfArg::Str(""));
-                    let used = printf(&self.template, &probe).chars().count() + 33;
-                    items.push(ellipsis_truncate(&last, width.saturating_sub(used)));
+                let width = match self.sink {
+                    Sink::Bar(_) => terminal_width(),
+                    _ => None,
+                };
+                // On a terminal, truncate the last item so the line fits (as borg does).
+                if let Some(width) = width {
+                    if let Some(last) = items.pop() {
+                        let mut probe = args.clone();
+                        probe.extend(items.iter().map(|s| PrintfArg::Str(s)));
+                        probe.push(PrintfArg::Str(""));
+                        let used = printf(&self.template, &probe).chars().count() + 33;
+                        items.push(ellipsis_truncate(&last, width.saturating_sub(used)));
+                    }
                 }
                 args.extend(items.iter().map(|s| PrintfArg::Str(s)));
                 printf(&self.template, &args)
@@ -478,6 +486,7 @@ mod tests {
 
     #[test]
     fn percent_triggers_each_step() {
+        let _l = crate::output::capture::lock();
         // Without --progress nothing is emitted, but the counter still advances.
         let mut p = ProgressPercent::new(10, 5.0, "%3.0f%%", "test");
         p.show(Some(3), None);

@@ -191,6 +191,8 @@ mod tests {
     use super::*;
 
     fn ask(q: &Question, lines: &[&str], env: Option<&str>) -> bool {
+        let _l = crate::output::capture::lock();
+        crate::output::capture::start();
         let mut it = lines
             .iter()
             .map(|s| s.to_string())
@@ -198,7 +200,9 @@ mod tests {
             .into_iter();
         let mut read = move || it.next().map(Answer::Line).unwrap_or(Answer::Eof);
         let env_val = env.map(|s| s.to_string());
-        yes_with_input(q, &mut read, &move |_| env_val.clone())
+        let answer = yes_with_input(q, &mut read, &move |_| env_val.clone());
+        crate::output::capture::take();
+        answer
     }
 
     fn check_question() -> Question<'static> {

@@ -157,3 +157,69 @@ fn terminate(sig: i32) -> ! {
     crate::errors::set_exit_code(rc);
     exit_process(rc)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    const CHILD_ENV: &str = "RBORG_TEST_SIGNAL_CHILD";
+
+    /// Runs in a child process only: installs the handlers and waits to be signalled.
+    #[test]
+    fn signal_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        crate::output::configure(&crate::output::OutputConfig {
+            log_json: true,
+            show_rc: true,
+            ..Default::default()
+        });
+        super::install();
+        super::add_cleanup(|| eprintln!("cleanup ran"));
+        println!("ready");
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sigterm_ends_with_borg_record_and_rc_143() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "output::signals::tests::signal_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        while !seen.contains("ready") {
+            let n = out.read(&mut buf).unwrap();
+            assert!(n > 0, "child ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(143));
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("cleanup ran"), "{err}");
+        assert!(
+            err.contains(r#""message": "Received SIGTERM", "levelname": "ERROR", "name": "borg.archiver", "msgid": "Signal.SIGTERM"}"#),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#""message": "terminating with signal status, rc 143""#),
+            "{err}"
+        );
+    }
+}
