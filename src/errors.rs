@@ -134,18 +134,12 @@ impl Error {
         S: ToString,
     {
         let args: Vec<String> = args.into_iter().map(|a| a.to_string()).collect();
-        Error {
-            kind,
-            message: fill_template(kind.template(), &args),
-        }
+        Error { kind, message: fill_template(kind.template(), &args) }
     }
 
     /// A kind whose template has no placeholders.
     pub fn plain(kind: ErrorKind) -> Error {
-        Error {
-            kind,
-            message: kind.template().to_string(),
-        }
+        Error { kind, message: kind.template().to_string() }
     }
 
     /// `Error: {}` — borg's generic error class.
@@ -180,10 +174,7 @@ impl Error {
 
     /// An unexpected failure (borg: "Local Exception"); the message is used verbatim.
     pub fn exception(msg: impl ToString) -> Error {
-        Error {
-            kind: ErrorKind::Exception,
-            message: msg.to_string(),
-        }
+        Error { kind: ErrorKind::Exception, message: msg.to_string() }
     }
 
     pub fn msgid(&self) -> &'static str {
@@ -323,10 +314,7 @@ pub struct ExitStatus {
 
 impl ExitStatus {
     pub const fn new() -> ExitStatus {
-        ExitStatus {
-            current: 0,
-            warnings: Vec::new(),
-        }
+        ExitStatus { current: 0, warnings: Vec::new() }
     }
 
     /// Raise the current code; a more severe class replaces, the same class keeps the first.
@@ -364,24 +352,15 @@ impl ExitStatus {
 pub static EXIT_STATUS: Mutex<ExitStatus> = Mutex::new(ExitStatus::new());
 
 pub fn record_warning(kind: WarningKind) {
-    EXIT_STATUS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add_warning(kind.modern_rc());
+    EXIT_STATUS.lock().unwrap_or_else(|e| e.into_inner()).add_warning(kind.modern_rc());
 }
 
 pub fn set_exit_code(rc: i32) {
-    EXIT_STATUS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set(rc);
+    EXIT_STATUS.lock().unwrap_or_else(|e| e.into_inner()).set(rc);
 }
 
 pub fn final_exit_code(mode: ExitCodeMode) -> i32 {
-    EXIT_STATUS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .final_rc(mode)
+    EXIT_STATUS.lock().unwrap_or_else(|e| e.into_inner()).final_rc(mode)
 }
 
 #[cfg(test)]

@@ -333,10 +333,7 @@ mod tests {
     fn roundtrip_and_stream() {
         let v = sorted_map(vec![
             (Value::from("b"), Value::from(1)),
-            (
-                Value::from("a"),
-                Value::Array(vec![bytes(b"\xff\x00".to_vec()), Value::Nil]),
-            ),
+            (Value::from("a"), Value::Array(vec![bytes(b"\xff\x00".to_vec()), Value::Nil])),
         ]);
         let packed = pack(&v);
         let back = unpack(&packed).unwrap();
