@@ -18,6 +18,9 @@ pub mod paths;
 pub mod patterns;
 pub mod repository;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 pub use errors::{Error, ErrorKind, Result};
 
 /// The borg version whose behaviour rborg matches (frontends read it from `--version`).

@@ -2442,7 +2442,8 @@ mod tests {
 /// against the whole name (`*` does not cross `/`, no braces).
 pub fn archive_glob_regex(glob: &str) -> Result<Regex> {
     let units = decode_chars(glob.as_bytes());
-    let regex = translate_shell(&units).map_err(|e| pattern_error(format!("invalid glob {glob}: {e}")))?;
+    let regex =
+        translate_shell(&units).map_err(|e| pattern_error(format!("invalid glob {glob}: {e}")))?;
     compile(&regex, glob.as_bytes())
 }
 

@@ -45,9 +45,17 @@ impl<T: FnMut(&[u8]) -> bool + Send + 'static> ItemSelector for T {}
 /// One unit of work for the writer, in archive order.
 enum Op {
     /// A regular file; its chunks were queued for fetching in this order.
-    File { item: Item, path: Vec<u8>, chunks: Vec<ChunkRef> },
+    File {
+        item: Item,
+        path: Vec<u8>,
+        chunks: Vec<ChunkRef>,
+    },
     /// A hardlink to an already extracted file.
-    Link { item: Item, path: Vec<u8>, target: PathBuf },
+    Link {
+        item: Item,
+        path: Vec<u8>,
+        target: PathBuf,
+    },
     /// Anything else (directories, symlinks, fifos, devices).
     Other { item: Item, path: Vec<u8> },
     /// The item stream failed.
@@ -84,7 +92,14 @@ pub fn extract_archive<S: ItemSelector>(
     let mut progress = if opts.progress {
         let mut pi = ProgressPercent::new(0, 0.1, "%5.1f%% Extracting: %s", "extract");
         pi.output("Calculating total archive size for the progress indicator (might take long for large archives)");
-        let total = total_size(repo.clone(), key.clone(), archive, &mut select, partial, opts)?;
+        let total = total_size(
+            repo.clone(),
+            key.clone(),
+            archive,
+            &mut select,
+            partial,
+            opts,
+        )?;
         pi.set_total(total);
         Some(pi)
     } else {
@@ -103,7 +118,9 @@ pub fn extract_archive<S: ItemSelector>(
     let mut writer = Writer::new(opts, chunks);
     let result = writer.serve(&ops_rx, progress.as_mut());
     drop(ops_rx);
-    let select = handle.join().map_err(|_| Error::exception("extract planner panicked"))?;
+    let select = handle
+        .join()
+        .map_err(|_| Error::exception("extract planner panicked"))?;
     result?;
     if let Some(pi) = progress.as_mut() {
         pi.finish();
@@ -128,10 +145,15 @@ fn total_size<S: ItemSelector>(
         if item.part.is_some() && !opts.consider_part_files {
             continue;
         }
-        let selected = select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
+        let selected =
+            select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
         if item.is_hardlink_slave() {
             if selected {
-                total += item.source.as_ref().and_then(|s| masters.remove(s)).unwrap_or(0);
+                total += item
+                    .source
+                    .as_ref()
+                    .and_then(|s| masters.remove(s))
+                    .unwrap_or(0);
             }
             continue;
         }
@@ -146,7 +168,10 @@ fn total_size<S: ItemSelector>(
 
 impl Planner {
     fn run<S: ItemSelector>(mut self, partial: bool, mut select: S) -> S {
-        let mut masters = HardlinkMasters { active: partial, ..Default::default() };
+        let mut masters = HardlinkMasters {
+            active: partial,
+            ..Default::default()
+        };
         while let Some(item) = self.items.next() {
             let item = match item {
                 Ok(i) => i,
@@ -223,7 +248,8 @@ impl HardlinkMasters {
             && item.hardlink_master.unwrap_or(true)
             && item.source.is_none()
         {
-            self.map.insert(item.path.clone(), (item.chunks.clone(), None));
+            self.map
+                .insert(item.path.clone(), (item.chunks.clone(), None));
         }
     }
 
@@ -242,7 +268,8 @@ impl HardlinkMasters {
 
     fn extracted_at(&mut self, master: &[u8], path: &[u8]) {
         if self.active {
-            self.map.insert(master.to_vec(), (None, Some(path.to_vec())));
+            self.map
+                .insert(master.to_vec(), (None, Some(path.to_vec())));
         }
     }
 }
@@ -263,11 +290,19 @@ impl<'a> Writer<'a> {
             chunks,
             guard: ExtractGuard::new(opts.dest.clone()),
             dirs: DeferredDirs::new(),
-            stdout: if opts.stdout { Some(std::io::stdout().lock()) } else { None },
+            stdout: if opts.stdout {
+                Some(std::io::stdout().lock())
+            } else {
+                None
+            },
         }
     }
 
-    fn serve(&mut self, ops: &Receiver<Op>, mut progress: Option<&mut ProgressPercent>) -> Result<()> {
+    fn serve(
+        &mut self,
+        ops: &Receiver<Op>,
+        mut progress: Option<&mut ProgressPercent>,
+    ) -> Result<()> {
         for op in ops.iter() {
             self.handle(op, progress.as_deref_mut())?;
         }
@@ -310,13 +345,21 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn file(&mut self, item: Item, path: &[u8], chunks: &[ChunkRef], mut progress: Option<&mut ProgressPercent>) -> std::result::Result<(), ItemError> {
+    fn file(
+        &mut self,
+        item: Item,
+        path: &[u8],
+        chunks: &[ChunkRef],
+        mut progress: Option<&mut ProgressPercent>,
+    ) -> std::result::Result<(), ItemError> {
         let shown = display_bytes(path);
         let writing = !self.opts.dry_run && !self.opts.stdout;
         let mut out = if writing {
             let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
             fs::remove_existing(&dest);
-            self.guard.make_parent(&dest).map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
+            self.guard
+                .make_parent(&dest)
+                .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
             Some(FileWriter::create(&dest, self.opts.sparse).map_err(ItemError::os)?)
         } else {
             None
@@ -327,7 +370,11 @@ impl<'a> Writer<'a> {
             let data = match self.chunks.next() {
                 Some(Ok((data, _))) => data,
                 Some(Err(e)) => return Err(ItemError::Fatal(e)),
-                None => return Err(ItemError::Fatal(Error::exception("chunk fetcher stopped early"))),
+                None => {
+                    return Err(ItemError::Fatal(Error::exception(
+                        "chunk fetcher stopped early",
+                    )))
+                }
             };
             written += data.len() as u64;
             if let Some(pi) = progress.as_deref_mut() {
@@ -374,14 +421,21 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn link(&mut self, item: &Item, path: &[u8], target: &std::path::Path) -> std::result::Result<(), ItemError> {
+    fn link(
+        &mut self,
+        item: &Item,
+        path: &[u8],
+        target: &std::path::Path,
+    ) -> std::result::Result<(), ItemError> {
         let source = item.source.as_deref().unwrap_or_default();
         self.guard
             .check_hardlink_source(source, self.opts.strip_components)
             .map_err(ItemError::Refused)?;
         let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
         fs::remove_existing(&dest);
-        self.guard.make_parent(&dest).map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
+        self.guard
+            .make_parent(&dest)
+            .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
         let target = self.opts.dest.join(target);
         fs::hardlink(&target, &dest).map_err(ItemError::os)
     }
@@ -392,7 +446,9 @@ impl<'a> Writer<'a> {
         }
         let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
         fs::remove_existing(&dest);
-        self.guard.make_parent(&dest).map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
+        self.guard
+            .make_parent(&dest)
+            .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
         if item.is_dir() {
             if std::fs::symlink_metadata(&dest).is_err() {
                 fs::create_dir(&dest).map_err(ItemError::os)?;
@@ -401,11 +457,13 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         if item.is_symlink() {
-            fs::create_symlink(item.source.as_deref().unwrap_or_default(), &dest).map_err(ItemError::os)?;
+            fs::create_symlink(item.source.as_deref().unwrap_or_default(), &dest)
+                .map_err(ItemError::os)?;
         } else if item.is_fifo() {
             fs::create_fifo(&dest).map_err(ItemError::os)?;
         } else if item.is_chr() || item.is_blk() {
-            fs::create_device(&dest, item.mode.unwrap_or(0), item.rdev.unwrap_or(0)).map_err(ItemError::os)?;
+            fs::create_device(&dest, item.mode.unwrap_or(0), item.rdev.unwrap_or(0))
+                .map_err(ItemError::os)?;
         } else {
             return Err(ItemError::Fatal(Error::exception(format!(
                 "Unknown archive item type {:o}",
@@ -433,7 +491,12 @@ impl<'a> Writer<'a> {
             return;
         }
         let dirs = self.dirs.drain();
-        let mut pi = ProgressPercent::new(dirs.len() as u64, 1.0, "Setting directory permissions %3.0f%%", "extract.permissions");
+        let mut pi = ProgressPercent::new(
+            dirs.len() as u64,
+            1.0,
+            "Setting directory permissions %3.0f%%",
+            "extract.permissions",
+        );
         for (item, dest) in dirs {
             pi.show_increase(1, None);
             self.restore(&item, &dest, None);

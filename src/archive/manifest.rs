@@ -95,7 +95,12 @@ impl Manifest {
     }
 
     /// Decode an already fetched manifest object.
-    pub fn decode(repo: &dyn Repository, key: &Key, stored: &[u8], ops: &[Operation]) -> Result<Manifest> {
+    pub fn decode(
+        repo: &dyn Repository,
+        key: &Key,
+        stored: &[u8],
+        ops: &[Operation],
+    ) -> Result<Manifest> {
         let plain = key.decrypt(None, stored)?;
         let (map, tam_verified) = key.unpack_and_verify_manifest(&plain, false)?;
         let version = map.get("version").and_then(|v| v.as_int());
@@ -112,7 +117,11 @@ impl Manifest {
         let item_keys = map
             .get("item_keys")
             .and_then(|v| v.as_list())
-            .map(|l| l.iter().filter_map(|k| k.as_bytes().map(|b| b.to_vec())).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|k| k.as_bytes().map(|b| b.to_vec()))
+                    .collect()
+            })
             .unwrap_or_default();
         let manifest = Manifest {
             archives,
@@ -131,7 +140,11 @@ impl Manifest {
 
     /// A verified manifest tells whether TAM is required; borg mirrors that in the security dir.
     fn sync_tam_required_file(&self, repo: &dyn Repository) {
-        let required = self.config.get("tam_required").and_then(|v| v.as_boolean()).unwrap_or(false);
+        let required = self
+            .config
+            .get("tam_required")
+            .and_then(|v| v.as_boolean())
+            .unwrap_or(false);
         let dir = crate::paths::security_dir(&hex::encode(repo.id()));
         let file = dir.join("tam_required");
         let present = file.exists();
@@ -190,10 +203,14 @@ fn parse_archives(v: Option<&Value>) -> Result<Vec<ArchiveInfo>> {
     let Some(v) = v else {
         return Ok(Vec::new());
     };
-    let entries = v.as_entries().ok_or_else(|| Error::integrity("manifest archives is not a map"))?;
+    let entries = v
+        .as_entries()
+        .ok_or_else(|| Error::integrity("manifest archives is not a map"))?;
     let mut out = Vec::with_capacity(entries.len());
     for (k, meta) in entries {
-        let name = k.as_bytes().ok_or_else(|| Error::integrity("archive name is not a string"))?;
+        let name = k
+            .as_bytes()
+            .ok_or_else(|| Error::integrity("archive name is not a string"))?;
         let id = meta
             .get("id")
             .and_then(|v| v.as_bytes())
@@ -204,7 +221,11 @@ fn parse_archives(v: Option<&Value>) -> Result<Vec<ArchiveInfo>> {
             .and_then(|v| v.as_bytes())
             .ok_or_else(|| Error::integrity("archive entry without time"))?;
         let ts = parse_timestamp(&String::from_utf8_lossy(time))?;
-        out.push(ArchiveInfo { name: name.to_vec(), id, ts });
+        out.push(ArchiveInfo {
+            name: name.to_vec(),
+            id,
+            ts,
+        });
     }
     Ok(out)
 }
@@ -238,7 +259,11 @@ impl ArchiveFilter {
             .filter(|a| matcher.as_ref().is_none_or(|re| re.is_match(&a.name)))
             .filter(|a| self.consider_checkpoints || !contains(&a.name, b".checkpoint"))
             .collect();
-        let sort_by = if self.sort_by.is_empty() { "timestamp" } else { &self.sort_by };
+        let sort_by = if self.sort_by.is_empty() {
+            "timestamp"
+        } else {
+            &self.sort_by
+        };
         let keys: Vec<&str> = sort_by.split(',').collect();
         for key in keys.iter().rev() {
             match *key {

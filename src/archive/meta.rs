@@ -43,18 +43,27 @@ fn bad(what: &str) -> Error {
 }
 
 fn text(v: Option<&Value>) -> Vec<u8> {
-    v.and_then(|v| v.as_bytes()).map(|b| b.to_vec()).unwrap_or_default()
+    v.and_then(|v| v.as_bytes())
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
 }
 
 fn string_list(v: Option<&Value>) -> Vec<Vec<u8>> {
     v.and_then(|v| v.as_list())
-        .map(|l| l.iter().filter_map(|a| a.as_bytes().map(|b| b.to_vec())).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|a| a.as_bytes().map(|b| b.to_vec()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 impl ArchiveMeta {
     pub fn from_value(map: Value) -> Result<ArchiveMeta> {
-        let version = map.get("version").and_then(|v| v.as_int()).ok_or_else(|| bad("version"))?;
+        let version = map
+            .get("version")
+            .and_then(|v| v.as_int())
+            .ok_or_else(|| bad("version"))?;
         if version != 1 {
             return Err(Error::exception("Unknown archive metadata version"));
         }
@@ -63,7 +72,11 @@ impl ArchiveMeta {
             .and_then(|v| v.as_list())
             .ok_or_else(|| bad("items"))?
             .iter()
-            .map(|v| v.as_bytes().and_then(|b| ObjectId::try_from(b).ok()).ok_or_else(|| bad("item chunk id")))
+            .map(|v| {
+                v.as_bytes()
+                    .and_then(|b| ObjectId::try_from(b).ok())
+                    .ok_or_else(|| bad("item chunk id"))
+            })
             .collect::<Result<Vec<_>>>()?;
         let uint = |k: &str| map.get(k).and_then(|v| v.as_uint());
         Ok(ArchiveMeta {
@@ -74,7 +87,10 @@ impl ArchiveMeta {
             hostname: text(map.get("hostname")),
             username: text(map.get("username")),
             time: String::from_utf8_lossy(&text(map.get("time"))).into_owned(),
-            time_end: map.get("time_end").and_then(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()),
+            time_end: map
+                .get("time_end")
+                .and_then(|v| v.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
             comment: text(map.get("comment")),
             chunker_params: map.get("chunker_params").cloned(),
             size: uint("size"),
@@ -84,7 +100,10 @@ impl ArchiveMeta {
             csize_parts: uint("csize_parts"),
             nfiles_parts: uint("nfiles_parts"),
             recreate_cmdline: map.get("recreate_cmdline").map(|v| string_list(Some(v))),
-            cwd: map.get("cwd").and_then(|v| v.as_bytes()).map(|b| b.to_vec()),
+            cwd: map
+                .get("cwd")
+                .and_then(|v| v.as_bytes())
+                .map(|b| b.to_vec()),
             raw: map,
         })
     }

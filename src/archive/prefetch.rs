@@ -1,7 +1,7 @@
 //! Ordered parallel fetching: objects are read, authenticated, decrypted and decompressed on
 //! all cores while the consumer receives them in the original order, within a memory budget.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
@@ -9,6 +9,20 @@ use crossbeam_channel::{bounded, Receiver};
 use crate::crypto::Key;
 use crate::errors::{Error, Result};
 use crate::repository::{ObjectId, Repository};
+
+/// The workers that fetch and decrypt. A pool of its own: callers often run on rayon's global
+/// pool themselves and block on these results, which would deadlock a shared pool.
+fn fetch_pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("rborg-fetch-{i}"))
+            .build()
+            .expect("cannot start the fetch thread pool")
+    })
+}
 
 /// Bytes of plaintext that may be in flight (fetched but not yet consumed).
 pub const DEFAULT_BUDGET: u64 = 256 * 1024 * 1024;
@@ -22,7 +36,11 @@ struct Budget {
 
 impl Budget {
     fn new(limit: u64) -> Budget {
-        Budget { state: Mutex::new((0, false)), cond: Condvar::new(), limit }
+        Budget {
+            state: Mutex::new((0, false)),
+            cond: Condvar::new(),
+            limit,
+        }
     }
 
     /// Wait until `n` bytes fit; false when closed. A single request above the limit is
@@ -68,7 +86,9 @@ impl Iterator for Prefetch {
 
     fn next(&mut self) -> Option<Result<Fetched>> {
         let (cost, rx) = self.order.recv().ok()?;
-        let res = rx.recv().unwrap_or_else(|_| Err(Error::exception("fetch worker vanished")));
+        let res = rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::exception("fetch worker vanished")));
         self.budget.release(cost);
         Some(res)
     }
@@ -99,10 +119,11 @@ where
             }
             let (tx, rx) = bounded(1);
             let (repo, key) = (repo.clone(), key.clone());
-            rayon::spawn(move || {
-                let res = repo
-                    .get(&id)
-                    .and_then(|stored| key.decrypt(Some(&id), &stored).map(|plain| (plain, stored.len())));
+            fetch_pool().spawn(move || {
+                let res = repo.get(&id).and_then(|stored| {
+                    key.decrypt(Some(&id), &stored)
+                        .map(|plain| (plain, stored.len()))
+                });
                 let _ = tx.send(res);
             });
             if order_tx.send((cost, rx)).is_err() {
@@ -110,7 +131,10 @@ where
             }
         }
     });
-    Prefetch { order: order_rx, budget }
+    Prefetch {
+        order: order_rx,
+        budget,
+    }
 }
 
 #[cfg(test)]

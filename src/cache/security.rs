@@ -48,6 +48,19 @@ impl CacheConfigInfo {
     }
 }
 
+/// borg's `yes(msg, false_msg="Aborting.", invalid_msg="Invalid answer, aborting.", retry=False,
+/// env_var_override=…)` used by the security checks.
+fn ask_abortable(msg: &str, env_var: &str) -> bool {
+    output::yes(&output::Question {
+        msg: Some(msg),
+        false_msg: Some("Aborting."),
+        invalid_msg: Some("Invalid answer, aborting."),
+        retry: false,
+        env_var_override: Some(env_var),
+        ..Default::default()
+    })
+}
+
 /// The per-repository security dir `<security dir>/<repo id hex>`.
 pub struct SecurityManager {
     pub dir: PathBuf,
@@ -71,13 +84,19 @@ fn save_file(path: &Path, content: &str) -> Result<()> {
 
 fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     Ok(())
 }
 
 impl SecurityManager {
     pub fn new(repo_id_hex: &str, location: &str) -> SecurityManager {
-        SecurityManager { dir: crate::paths::security_dir(repo_id_hex), location: location.to_string() }
+        SecurityManager {
+            dir: crate::paths::security_dir(repo_id_hex),
+            location: location.to_string(),
+        }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -86,7 +105,9 @@ impl SecurityManager {
 
     /// All three identity files exist.
     pub fn known(&self) -> bool {
-        ["key-type", "location", "manifest-timestamp"].iter().all(|f| self.file(f).exists())
+        ["key-type", "location", "manifest-timestamp"]
+            .iter()
+            .all(|f| self.file(f).exists())
     }
 
     fn read(&self, name: &str) -> Option<String> {
@@ -102,7 +123,12 @@ impl SecurityManager {
     }
 
     /// borg's `assert_secure`: run every check, prompting where borg prompts.
-    pub fn assert_secure(&self, manifest: &Manifest, key: &Key, cache: Option<&CacheConfigInfo>) -> Result<()> {
+    pub fn assert_secure(
+        &self,
+        manifest: &Manifest,
+        key: &Key,
+        cache: Option<&CacheConfigInfo>,
+    ) -> Result<()> {
         self.assert_access_unknown(manifest, key)?;
         self.assert_location_matches(cache)?;
         self.assert_key_type(key, cache)?;
@@ -119,7 +145,7 @@ impl SecurityManager {
         }
         let msg = "Warning: Attempting to access a previously unknown unencrypted repository!\n\
                    Do you want to continue? [yN] ";
-        if !output::yes_no(msg, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK") {
+        if !ask_abortable(msg, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK") {
             return Err(Error::plain(ErrorKind::CacheInitAborted));
         }
         self.save(&manifest.timestamp, key.key_type())
@@ -142,7 +168,7 @@ impl SecurityManager {
             "Warning: The repository at location {} was previously located at {}\nDo you want to continue? [yN] ",
             self.location, previous
         );
-        if !output::yes_no(&msg, "BORG_RELOCATED_REPO_ACCESS_IS_OK") {
+        if !ask_abortable(&msg, "BORG_RELOCATED_REPO_ACCESS_IS_OK") {
             return Err(Error::plain(ErrorKind::CacheRepositoryAccessAborted));
         }
         save_file(&self.file("location"), &self.location)
@@ -161,7 +187,12 @@ impl SecurityManager {
         Ok(())
     }
 
-    fn assert_no_manifest_replay(&self, manifest: &Manifest, key: &Key, cache: Option<&CacheConfigInfo>) -> Result<()> {
+    fn assert_no_manifest_replay(
+        &self,
+        manifest: &Manifest,
+        key: &Key,
+        cache: Option<&CacheConfigInfo>,
+    ) -> Result<()> {
         let mut ts = self.read("manifest-timestamp").unwrap_or_default();
         if let Some(cts) = cache.and_then(|c| c.timestamp.clone()) {
             if cts > ts {

@@ -121,10 +121,19 @@ pub struct ItemTotals {
 }
 
 /// Read one archive's metadata and item stream and count its chunk references.
-pub fn archive_chunks(repo: &Arc<dyn Repository>, key: &Arc<Key>, info: &ArchiveInfo) -> Result<ArchiveChunks> {
+pub fn archive_chunks(
+    repo: &Arc<dyn Repository>,
+    key: &Arc<Key>,
+    info: &ArchiveInfo,
+) -> Result<ArchiveChunks> {
     let archive = Archive::load(repo.as_ref(), key, &info.id)?;
     let mut counts = ChunkCounts::default();
-    counts.add(info.id, 1, archive.plain_len as u32, archive.stored_len as u32);
+    counts.add(
+        info.id,
+        1,
+        archive.plain_len as u32,
+        archive.stored_len as u32,
+    );
     let mut totals = ItemTotals::default();
     let mut items = archive.items(repo.clone(), key.clone());
     for item in items.by_ref() {
@@ -149,7 +158,12 @@ pub fn archive_chunks(repo: &Arc<dyn Repository>, key: &Arc<Key>, info: &Archive
     for (id, (plain, stored)) in archive.meta.items.iter().zip(items.chunk_lengths.iter()) {
         counts.add(*id, 1, *plain as u32, *stored as u32);
     }
-    Ok(ArchiveChunks { info: info.clone(), archive, counts, item_totals: totals })
+    Ok(ArchiveChunks {
+        info: info.clone(),
+        archive,
+        counts,
+        item_totals: totals,
+    })
 }
 
 /// The repository-wide chunk index plus per-archive indexes, built in parallel.
@@ -158,14 +172,23 @@ pub struct RepoChunks {
     pub archives: Vec<ArchiveChunks>,
 }
 
-pub fn sync_all(repo: &Arc<dyn Repository>, key: &Arc<Key>, archives: &[ArchiveInfo]) -> Result<RepoChunks> {
-    let per_archive: Vec<ArchiveChunks> =
-        archives.par_iter().map(|a| archive_chunks(repo, key, a)).collect::<Result<Vec<_>>>()?;
+pub fn sync_all(
+    repo: &Arc<dyn Repository>,
+    key: &Arc<Key>,
+    archives: &[ArchiveInfo],
+) -> Result<RepoChunks> {
+    let per_archive: Vec<ArchiveChunks> = archives
+        .par_iter()
+        .map(|a| archive_chunks(repo, key, a))
+        .collect::<Result<Vec<_>>>()?;
     let mut master = ChunkCounts::default();
     for a in &per_archive {
         master.merge(&a.counts);
     }
-    Ok(RepoChunks { master, archives: per_archive })
+    Ok(RepoChunks {
+        master,
+        archives: per_archive,
+    })
 }
 
 impl ArchiveChunks {
@@ -189,7 +212,11 @@ impl ArchiveChunks {
                 if consider_part_files {
                     (t.nfiles, t.size, t.csize)
                 } else {
-                    (t.nfiles - t.nfiles_parts, t.size - t.size_parts, t.csize - t.csize_parts)
+                    (
+                        t.nfiles - t.nfiles_parts,
+                        t.size - t.size_parts,
+                        t.csize - t.csize_parts,
+                    )
                 }
             }
         }

@@ -22,19 +22,7 @@ fn splitmix64(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("RBORG_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/borg12"),
-    };
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: fixtures not found at {} (set RBORG_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+    crate::testutil::fixtures_dir()
 }
 
 /// A reader returning 1..=7 bytes per call.

@@ -10,6 +10,7 @@ use crate::cli::{Command, CommonOptions, Invocation};
 pub mod benchmark;
 pub mod break_lock;
 pub mod check;
+pub mod common;
 pub mod compact;
 pub mod config;
 pub mod create;

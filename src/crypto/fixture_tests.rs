@@ -26,19 +26,7 @@ const MODES: [&str; 7] = [
 ];
 
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("RBORG_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/borg12"),
-    };
-    if dir.join("repos").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping fixture test: no fixtures at {} (set RBORG_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+    crate::testutil::fixtures_dir()
 }
 
 /// The live objects of a repository, replayed from its segment files (§3.2): the last PUT

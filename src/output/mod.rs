@@ -10,9 +10,11 @@
 pub mod format;
 pub mod human;
 pub mod json;
+pub mod listing;
 pub mod progress;
 pub mod prompt;
 pub mod signals;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};

@@ -37,7 +37,11 @@ pub fn skip(test: &str, reason: &str) {
     eprintln!("{line}");
     if let Some(log) = std::env::var_os("RBORG_SKIP_LOG") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
             let _ = writeln!(f, "{line}");
         }
     }
@@ -54,7 +58,11 @@ pub fn fixtures_or_skip(test: &str) -> Option<PathBuf> {
 
 /// Whether real borg is on PATH; prints a skip reason when not.
 pub fn borg_or_skip(test: &str) -> bool {
-    let ok = Command::new("borg").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("borg")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         skip(test, "real borg is not installed");
     }
@@ -69,7 +77,10 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let dir = tempfile::Builder::new().prefix("rborg-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rborg-test")
+            .tempdir()
+            .unwrap();
         for sub in ["repos", "work", "base"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -103,7 +114,10 @@ impl Scratch {
             ("BORG_BASE_DIR".into(), self.base().display().to_string()),
             ("BORG_KEYS_DIR".into(), "../keys".into()),
             ("TZ".into(), "UTC".into()),
-            ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(), "yes".into()),
+            (
+                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(),
+                "yes".into(),
+            ),
             ("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()),
         ]
     }
@@ -111,9 +125,24 @@ impl Scratch {
 
 /// `cp -a` then make the copy writable (the fixtures are read-only).
 pub fn copy_tree(src: &Path, dst: &Path) {
-    let status = Command::new("cp").arg("-a").arg(src).arg(dst).status().unwrap();
-    assert!(status.success(), "cp -a {} {}", src.display(), dst.display());
-    let status = Command::new("chmod").arg("-R").arg("u+w").arg(dst).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        src.display(),
+        dst.display()
+    );
+    let status = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(dst)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -124,7 +153,10 @@ pub fn rborg_bin() -> PathBuf {
 /// Run a program with args, cwd and env; returns its output.
 pub fn run_in(program: &Path, args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
     let mut cmd = Command::new(program);
-    cmd.args(args).current_dir(cwd).env_remove("BORG_REPO").env_remove("BORG_PASSCOMMAND");
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("BORG_REPO")
+        .env_remove("BORG_PASSCOMMAND");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -150,7 +182,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Assert success, showing stderr otherwise.
 pub fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "command failed (rc {:?}):\n{}", o.status.code(), stderr(&o));
+    assert!(
+        o.status.success(),
+        "command failed (rc {:?}):\n{}",
+        o.status.code(),
+        stderr(&o)
+    );
     o
 }
 
@@ -158,10 +195,20 @@ pub fn ok(o: Output) -> Output {
 pub fn make_fixture_tree(fixtures: &Path, parent: &Path, version: u32) -> PathBuf {
     let script = fixtures.join("mktree.py");
     let tree = parent.join("tree");
-    let st = Command::new("python3").arg(&script).arg("create").arg(&tree).status().unwrap();
+    let st = Command::new("python3")
+        .arg(&script)
+        .arg("create")
+        .arg(&tree)
+        .status()
+        .unwrap();
     assert!(st.success());
     if version == 2 {
-        let st = Command::new("python3").arg(&script).arg("upgrade").arg(&tree).status().unwrap();
+        let st = Command::new("python3")
+            .arg(&script)
+            .arg("upgrade")
+            .arg(&tree)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     tree
@@ -201,7 +248,12 @@ pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, EntryState)> {
     let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut out = Vec::new();
     for p in paths {
-        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let md = std::fs::symlink_metadata(&p).unwrap();
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -219,7 +271,11 @@ pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, EntryState)> {
         };
         let content_or_target = match kind {
             "file" => std::fs::read(&p).unwrap(),
-            "symlink" => std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+            "symlink" => std::fs::read_link(&p)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
             _ => Vec::new(),
         };
         let mut xattrs = Vec::new();
@@ -233,7 +289,12 @@ pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, EntryState)> {
         }
         xattrs.sort();
         let link_group = if kind == "file" && md.nlink() > 1 {
-            Some(first_of_inode.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone())
+            Some(
+                first_of_inode
+                    .entry((md.dev(), md.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
         } else {
             None
         };
@@ -255,10 +316,25 @@ pub fn snapshot(root: &Path) -> Vec<(Vec<u8>, EntryState)> {
 
 /// Assert two trees are identical in everything `snapshot` records.
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    let a = snapshot(expected);
-    let b = snapshot(actual);
-    let names_a: Vec<_> = a.iter().map(|(p, _)| String::from_utf8_lossy(p).into_owned()).collect();
-    let names_b: Vec<_> = b.iter().map(|(p, _)| String::from_utf8_lossy(p).into_owned()).collect();
+    compare_snapshots(snapshot(expected), snapshot(actual));
+}
+
+/// Like [`assert_same_tree`], but the two root directories themselves are not compared.
+pub fn assert_same_children(expected: &Path, actual: &Path) {
+    let strip =
+        |v: Vec<(Vec<u8>, EntryState)>| v.into_iter().filter(|(p, _)| !p.is_empty()).collect();
+    compare_snapshots(strip(snapshot(expected)), strip(snapshot(actual)));
+}
+
+fn compare_snapshots(a: Vec<(Vec<u8>, EntryState)>, b: Vec<(Vec<u8>, EntryState)>) {
+    let names_a: Vec<_> = a
+        .iter()
+        .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let names_b: Vec<_> = b
+        .iter()
+        .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+        .collect();
     assert_eq!(names_a, names_b, "different entries");
     for ((p, sa), (_, sb)) in a.iter().zip(b.iter()) {
         assert_eq!(sa, sb, "entry {} differs", String::from_utf8_lossy(p));

@@ -12,19 +12,7 @@ use super::*;
 use crate::repository::{segments, MANIFEST_ID};
 
 fn fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var("RBORG_FIXTURES") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/borg12"),
-    };
-    if dir.join("repos").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: fixture dir {} not found (set RBORG_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
+    crate::testutil::fixtures_dir()
 }
 
 fn fixture_modes(fx: &Path) -> Vec<String> {

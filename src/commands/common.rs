@@ -1,0 +1,171 @@
+//! What several commands share: locating and opening the repository with its key and manifest
+//! (borg's `with_repository`), building matchers and archive filters, JSON basics.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use rborg::archive::{ArchiveFilter, Manifest, Operation};
+use rborg::cache::{CacheConfigInfo, SecurityManager};
+use rborg::crypto::{open_key, Key};
+use rborg::errors::{Error, Result};
+use rborg::location::{Location, Proto};
+use rborg::output::{self, human};
+use rborg::patterns::{PatternArg, PatternList, PatternMatcher};
+use rborg::repository::local::LocalRepository;
+use rborg::repository::Repository;
+
+use super::Context;
+use crate::cli::{ArchiveFilterArgs, PatternArgs, PatternOption};
+
+/// A repository opened with its key and manifest, the security checks passed.
+pub struct Opened {
+    pub location: Location,
+    pub repo: Arc<dyn Repository>,
+    pub key: Arc<Key>,
+    pub manifest: Manifest,
+}
+
+/// Whether a location argument must, may or must not name an archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveArg {
+    Required,
+    Optional,
+    Forbidden,
+}
+
+/// Parse a REPOSITORY / ARCHIVE / REPOSITORY_OR_ARCHIVE argument (BORG_REPO when omitted).
+pub fn parse_location(text: Option<&str>, archive: ArchiveArg) -> Result<Location> {
+    let text = text.unwrap_or("");
+    let want = match archive {
+        ArchiveArg::Required => Some(true),
+        ArchiveArg::Optional => None,
+        ArchiveArg::Forbidden => Some(false),
+    };
+    Location::validate(text, want, None)
+}
+
+/// Open the repository at `location` (shared lock unless `exclusive`; `--bypass-lock` takes none).
+pub fn open_repository(
+    ctx: &Context,
+    location: &Location,
+    exclusive: bool,
+) -> Result<Arc<dyn Repository>> {
+    match location.proto {
+        Proto::Local => {
+            let repo = LocalRepository::open(
+                &location.absolute_path(),
+                exclusive,
+                ctx.common.lock_wait as f64,
+                !ctx.common.bypass_lock,
+                false,
+            )?;
+            Ok(Arc::new(repo))
+        }
+        Proto::Ssh => Err(Error::generic(
+            "remote repositories (ssh://) are not supported yet",
+        )),
+    }
+}
+
+/// borg's `with_repository(manifest=True)`: open, unlock the key, load and check the manifest,
+/// run the security-dir checks.
+pub fn open_with_manifest(
+    ctx: &Context,
+    location: &Location,
+    exclusive: bool,
+    ops: &[Operation],
+) -> Result<Opened> {
+    let repo = open_repository(ctx, location, exclusive)?;
+    let stored = Manifest::fetch(repo.as_ref())?;
+    let key = open_key(repo.as_ref(), &stored)?;
+    let manifest = Manifest::decode(repo.as_ref(), &key, &stored, ops)?;
+    let id_hex = hex::encode(repo.id());
+    let security = SecurityManager::new(&id_hex, &location.canonical_path());
+    let cache_config = CacheConfigInfo::read(&rborg::paths::repo_cache_dir(&id_hex));
+    security.assert_secure(&manifest, &key, cache_config.as_ref())?;
+    Ok(Opened {
+        location: location.clone(),
+        repo,
+        key: Arc::new(key),
+        manifest,
+    })
+}
+
+/// The include/exclude options in command-line order.
+pub fn pattern_args(p: &PatternArgs) -> Vec<PatternArg> {
+    p.ordered
+        .iter()
+        .map(|o| match o {
+            PatternOption::Exclude(s) => PatternArg::Exclude(s.as_encoded_bytes().to_vec()),
+            PatternOption::ExcludeFrom(f) => PatternArg::ExcludeFrom(f.clone()),
+            PatternOption::Pattern(s) => PatternArg::Pattern(s.as_encoded_bytes().to_vec()),
+            PatternOption::PatternsFrom(f) => PatternArg::PatternsFrom(f.clone()),
+        })
+        .collect()
+}
+
+/// borg's `build_matcher` for commands with PATH arguments (extract, list, diff, …): the
+/// patterns, then the PATHs (and `R` roots of patterns files) as `pp:` includes.
+pub fn build_matcher(patterns: &PatternArgs, paths: &[OsString]) -> Result<PatternMatcher> {
+    let list = PatternList::from_args(&pattern_args(patterns))?;
+    let mut include: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| p.as_encoded_bytes().to_vec())
+        .collect();
+    include.extend(list.roots.iter().cloned());
+    PatternMatcher::build(list.rules, &include)
+}
+
+/// The archive selection options as the engine's filter (placeholders expanded).
+pub fn archive_filter(
+    args: &ArchiveFilterArgs,
+    consider_checkpoints: bool,
+) -> Result<ArchiveFilter> {
+    let glob = match (&args.glob.prefix, &args.glob.glob_archives) {
+        (Some(prefix), _) => Some(format!(
+            "{}*",
+            rborg::location::replace_placeholders(prefix, None)?
+        )),
+        (None, Some(g)) => Some(rborg::location::replace_placeholders(g, None)?),
+        (None, None) => None,
+    };
+    Ok(ArchiveFilter {
+        glob,
+        sort_by: args.sort_keys().join(","),
+        first: args.first.map(|n| n as usize),
+        last: args.last.map(|n| n as usize),
+        consider_checkpoints,
+    })
+}
+
+/// The `repository` and `encryption` objects every `--json` output starts with
+/// (borg's `basic_json_data`).
+pub fn basic_json(opened: &Opened) -> Result<Map<String, Value>> {
+    let mut data = Map::new();
+    let last_modified = opened.manifest.last_modified()?;
+    data.insert(
+        "repository".into(),
+        json!({
+            "id": hex::encode(opened.repo.id()),
+            "last_modified": human::isoformat_archive_time(&last_modified),
+            "location": opened.location.canonical_path(),
+        }),
+    );
+    let mut enc = Map::new();
+    enc.insert(
+        "mode".into(),
+        Value::from(opened.key.key_type().mode_name()),
+    );
+    if let Some(kf) = opened.key.keyfile_path() {
+        enc.insert("keyfile".into(), Value::from(kf.display().to_string()));
+    }
+    data.insert("encryption".into(), Value::Object(enc));
+    Ok(data)
+}
+
+/// Print a `--json` document.
+pub fn print_json(data: Map<String, Value>) {
+    output::print_json(&Value::Object(data));
+}
