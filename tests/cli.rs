@@ -167,14 +167,14 @@ fn deprecated_spelling_warns_then_works() {
 #[test]
 fn show_rc_text_and_json() {
     let o = run(&["--show-rc", "list", "/nonexistent"]);
-    assert_eq!(rc(&o), 2);
+    assert_eq!(rc(&o), 13);
     assert_eq!(
         stderr(&o),
-        "Error: list is not implemented yet\nterminating with error status, rc 2\n"
+        "Repository /nonexistent does not exist.\nterminating with error status, rc 13\n"
     );
 
     let o = run(&["list", "/nonexistent", "--log-json", "--show-rc"]);
-    assert_eq!(rc(&o), 2);
+    assert_eq!(rc(&o), 13);
     let lines: Vec<serde_json::Value> = stderr(&o)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -183,9 +183,9 @@ fn show_rc_text_and_json() {
     assert_eq!(lines[0]["type"], "log_message");
     assert_eq!(lines[0]["levelname"], "ERROR");
     assert_eq!(lines[0]["name"], "borg.archiver");
-    assert_eq!(lines[0]["msgid"], "Error");
+    assert_eq!(lines[0]["msgid"], "Repository.DoesNotExist");
     assert!(lines[0]["time"].is_f64());
-    assert_eq!(lines[1]["message"], "terminating with error status, rc 2");
+    assert_eq!(lines[1]["message"], "terminating with error status, rc 13");
     assert_eq!(lines[1]["name"], "borg.output.show-rc");
     assert!(lines[1].get("msgid").is_none());
     // key order as borg writes it
@@ -194,12 +194,13 @@ fn show_rc_text_and_json() {
 
 #[test]
 fn error_exit_codes_per_mode() {
-    for (mode, want) in [("legacy", 2), ("modern", 2), ("", 2)] {
+    // The user's table (modern codes) is the default; anything but "legacy" is modern.
+    for (mode, want) in [("legacy", 2), ("modern", 13), ("", 13), ("other", 13)] {
         let o = run_env(&["--log-json", "list", "/x"], &[("BORG_EXIT_CODES", mode)]);
         assert_eq!(rc(&o), want, "{mode}");
         let rec: serde_json::Value =
             serde_json::from_str(stderr(&o).lines().next().unwrap()).unwrap();
-        assert_eq!(rec["msgid"], "Error");
+        assert_eq!(rec["msgid"], "Repository.DoesNotExist");
     }
 }
 

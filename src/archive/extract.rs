@@ -62,12 +62,15 @@ enum Op {
     Failed(Error),
 }
 
+/// A master's chunks (when it is not extracted itself) and where its content went.
+type MasterState = (Option<Vec<ChunkRef>>, Option<Vec<u8>>);
+
 /// Hardlink bookkeeping of a partial extract (borg's `hardlink_masters`): for a master path,
 /// its chunks (when the master itself is not extracted) and where its content went.
 #[derive(Default)]
 struct HardlinkMasters {
     active: bool,
-    map: HashMap<Vec<u8>, (Option<Vec<ChunkRef>>, Option<Vec<u8>>)>,
+    map: HashMap<Vec<u8>, MasterState>,
 }
 
 /// Everything the planner needs, moved into its thread.

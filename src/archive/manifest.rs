@@ -267,9 +267,9 @@ impl ArchiveFilter {
         let keys: Vec<&str> = sort_by.split(',').collect();
         for key in keys.iter().rev() {
             match *key {
-                "timestamp" => list.sort_by(|a, b| a.ts.cmp(&b.ts)),
+                "timestamp" => list.sort_by_key(|a| a.ts),
                 "name" | "archive" => list.sort_by(|a, b| a.name.cmp(&b.name)),
-                "id" => list.sort_by(|a, b| a.id.cmp(&b.id)),
+                "id" => list.sort_by_key(|a| a.id),
                 other => return Err(Error::command(format!("Invalid sort key: {other}"))),
             }
         }
