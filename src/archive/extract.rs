@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::archive::item::{ChunkRef, Item};
-use crate::archive::prefetch::{prefetch, Prefetch, DEFAULT_BUDGET};
+use crate::archive::prefetch::{fetch_stopped, recycle, Prefetch, PrefetchFeeder, DEFAULT_BUDGET};
 use crate::archive::{display_bytes, Archive};
 use crate::crypto::Key;
 use crate::errors::{Error, Result, WarningKind};
@@ -77,7 +77,7 @@ struct HardlinkMasters {
 struct Planner {
     items: crate::archive::ItemIter,
     ops: Sender<Op>,
-    chunk_ids: Sender<(ObjectId, u64)>,
+    chunk_ids: PrefetchFeeder,
     opts: ExtractOptions,
 }
 
@@ -109,8 +109,7 @@ pub fn extract_archive<S: ItemSelector>(
         None
     };
     let (ops_tx, ops_rx) = bounded::<Op>(4096);
-    let (ids_tx, ids_rx) = unbounded::<(ObjectId, u64)>();
-    let chunks = prefetch(repo.clone(), key.clone(), ids_rx, DEFAULT_BUDGET);
+    let (chunks, ids_tx) = Prefetch::with_feeder(repo.clone(), key.clone(), DEFAULT_BUDGET);
     let planner = Planner {
         items: archive.items(repo.clone(), key.clone()),
         ops: ops_tx,
@@ -193,7 +192,19 @@ impl Planner {
                 continue;
             }
             let op = self.plan(item, stripped.unwrap_or_default(), &mut masters);
+            // The op goes first: its chunks may exceed the budget, and only the writer, once it
+            // has the op, consumes them.
+            let chunks: Vec<(ObjectId, u64)> = match &op {
+                Op::File { chunks, .. } => chunks.iter().map(|c| (c.id, c.size as u64)).collect(),
+                _ => Vec::new(),
+            };
             if self.ops.send(op).is_err() {
+                break;
+            }
+            if !chunks
+                .iter()
+                .all(|(id, size)| self.chunk_ids.push(*id, *size))
+            {
                 break;
             }
         }
@@ -230,13 +241,11 @@ impl Planner {
         if !item.is_regular() {
             return Op::Other { item, path };
         }
-        let chunks = chunks.unwrap_or_default();
-        for c in &chunks {
-            if self.chunk_ids.send((c.id, c.size as u64)).is_err() {
-                break;
-            }
+        Op::File {
+            item,
+            path,
+            chunks: chunks.unwrap_or_default(),
         }
-        Op::File { item, path, chunks }
     }
 }
 
@@ -373,28 +382,26 @@ impl<'a> Writer<'a> {
             let data = match self.chunks.next() {
                 Some(Ok((data, _))) => data,
                 Some(Err(e)) => return Err(ItemError::Fatal(e)),
-                None => {
-                    return Err(ItemError::Fatal(Error::exception(
-                        "chunk fetcher stopped early",
-                    )))
-                }
+                None => return Err(ItemError::Fatal(fetch_stopped())),
             };
             written += data.len() as u64;
             if let Some(pi) = progress.as_deref_mut() {
-                pi.show_increase(data.len() as u64, Some(vec![shown.clone()]));
+                pi.show_increase_with(data.len() as u64, || vec![shown.clone()]);
             }
-            if failure.is_some() {
-                continue; // keep consuming this file's chunks so the stream stays in step
-            }
-            if let Some(w) = out.as_mut() {
-                if let Err(e) = w.write_chunk(&data) {
-                    failure = Some(ItemError::os(e));
+            // After a failure the file's remaining chunks are still consumed, so the stream
+            // stays in step with the ops.
+            if failure.is_none() {
+                if let Some(w) = out.as_mut() {
+                    if let Err(e) = w.write_chunk(&data) {
+                        failure = Some(ItemError::os(e));
+                    }
+                } else if let Some(so) = self.stdout.as_mut() {
+                    if let Err(e) = so.write_all(&data) {
+                        return Err(ItemError::Fatal(Error::exception(e)));
+                    }
                 }
-            } else if let Some(so) = self.stdout.as_mut() {
-                if let Err(e) = so.write_all(&data) {
-                    return Err(ItemError::Fatal(Error::exception(e)));
-                }
             }
+            recycle(data);
         }
         if let Some(f) = failure {
             return Err(f);

@@ -1,102 +1,288 @@
 //! Ordered parallel fetching: objects are read, authenticated, decrypted and decompressed on
 //! all cores while the consumer receives them in the original order, within a memory budget.
+//!
+//! Synchronisation is by mutex and condition variable only (no spinning): on a 2-core machine
+//! spinning waiters would steal the cores the decryption needs.
 
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
-
-use crossbeam_channel::{bounded, Receiver};
 
 use crate::crypto::Key;
 use crate::errors::{Error, Result};
 use crate::repository::{ObjectId, Repository};
 
-/// The workers that fetch and decrypt. A pool of its own: callers often run on rayon's global
-/// pool themselves and block on these results, which would deadlock a shared pool.
-fn fetch_pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let n = thread::available_parallelism().map_or(2, |n| n.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("rborg-fetch-{i}"))
-            .build()
-            .expect("cannot start the fetch thread pool")
-    })
-}
-
 /// Bytes of plaintext that may be in flight (fetched but not yet consumed).
-pub const DEFAULT_BUDGET: u64 = 256 * 1024 * 1024;
-
-/// A counting semaphore over bytes that can be closed (so a blocked producer stops).
-struct Budget {
-    state: Mutex<(u64, bool)>,
-    cond: Condvar,
-    limit: u64,
-}
-
-impl Budget {
-    fn new(limit: u64) -> Budget {
-        Budget {
-            state: Mutex::new((0, false)),
-            cond: Condvar::new(),
-            limit,
-        }
-    }
-
-    /// Wait until `n` bytes fit; false when closed. A single request above the limit is
-    /// admitted alone so huge objects cannot deadlock.
-    fn acquire(&self, n: u64) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while !st.1 && st.0 > 0 && st.0 + n > self.limit {
-            st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        if st.1 {
-            return false;
-        }
-        st.0 += n;
-        true
-    }
-
-    fn release(&self, n: u64) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 = st.0.saturating_sub(n);
-        self.cond.notify_all();
-    }
-
-    fn close(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.1 = true;
-        self.cond.notify_all();
-    }
-}
+pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// A decrypted object and the length of its stored (encrypted) form.
 pub type Fetched = (Vec<u8>, usize);
 
-type Pending = (u64, Receiver<Result<Fetched>>);
+type Job = Box<dyn FnOnce() + Send>;
 
-/// Decrypted objects in request order. Dropping it stops the background work.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process-wide workers that fetch and decrypt (one per core). Jobs never wait for other
+/// jobs, so callers on any thread may block on their results.
+struct WorkerPool {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+fn pool() -> &'static WorkerPool {
+    static POOL: OnceLock<&'static WorkerPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let pool: &'static WorkerPool = Box::leak(Box::new(WorkerPool {
+            jobs: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+        }));
+        let n = thread::available_parallelism().map_or(2, |n| n.get());
+        for i in 0..n {
+            thread::Builder::new()
+                .name(format!("rborg-fetch-{i}"))
+                .spawn(move || pool.work())
+                .expect("cannot start a fetch worker thread");
+        }
+        pool
+    })
+}
+
+impl WorkerPool {
+    fn submit(&self, job: Job) {
+        lock(&self.jobs).push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if let Some(j) = jobs.pop_front() {
+                        break j;
+                    }
+                    jobs = wait(&self.ready, jobs);
+                }
+            };
+            job();
+        }
+    }
+}
+
+/// Plaintext buffers handed back by consumers, reused for later objects: fresh multi-MiB
+/// allocations cost page faults and zeroing on every chunk.
+static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Bytes of spare buffers kept for reuse.
+const SPARE_LIMIT: usize = 32 << 20;
+
+/// Give a consumed plaintext buffer back for reuse.
+pub fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > 16 << 20 {
+        return;
+    }
+    buf.clear();
+    let mut spare = lock(&SPARE_BUFFERS);
+    let kept: usize = spare.iter().map(|b| b.capacity()).sum();
+    if kept + buf.capacity() <= SPARE_LIMIT {
+        spare.push(buf);
+    }
+}
+
+fn spare_buffer() -> Vec<u8> {
+    lock(&SPARE_BUFFERS).pop().unwrap_or_default()
+}
+
+/// State shared by a [`Prefetch`], its [`PrefetchFeeder`] and its jobs.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a result lands, a result is consumed, input ends or the consumer leaves.
+    changed: Condvar,
+    budget: u64,
+    repo: Arc<dyn Repository>,
+    key: Arc<Key>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Sequence number of `results[0]` (= results consumed so far).
+    first_seq: u64,
+    /// Outstanding results in order; None while being fetched.
+    results: VecDeque<Option<Result<Fetched>>>,
+    costs: VecDeque<u64>,
+    in_flight: u64,
+    input_done: bool,
+    closed: bool,
+}
+
+impl Shared {
+    fn fits(&self, st: &State, cost: u64) -> bool {
+        st.in_flight == 0 || st.in_flight + cost <= self.budget
+    }
+
+    /// Queue `id` for fetching (the caller checked the budget).
+    fn schedule(self: &Arc<Self>, st: &mut State, id: ObjectId, cost: u64) {
+        let seq = st.first_seq + st.results.len() as u64;
+        st.results.push_back(None);
+        st.costs.push_back(cost);
+        st.in_flight += cost;
+        let shared = self.clone();
+        pool().submit(Box::new(move || shared.fetch(seq, id)));
+    }
+
+    fn fetch(&self, seq: u64, id: ObjectId) {
+        if lock(&self.state).closed {
+            return;
+        }
+        let res = self.repo.get(&id).and_then(|stored| {
+            let mut plain = spare_buffer();
+            self.key.decrypt_into(Some(&id), &stored, &mut plain)?;
+            Ok((plain, stored.len()))
+        });
+        let mut st = lock(&self.state);
+        // The consumer cannot pass an unfinished result, so seq >= first_seq.
+        let index = (seq - st.first_seq) as usize;
+        if let Some(slot) = st.results.get_mut(index) {
+            *slot = Some(res);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+}
+
+/// Decrypted objects in request order. Dropping it stops the outstanding work.
 pub struct Prefetch {
-    order: Receiver<Pending>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
+    /// Ids still to schedule, when they were all given up front.
+    source: Option<Box<dyn Iterator<Item = (ObjectId, u64)> + Send>>,
+    /// The next id of `source`, taken out but not yet within the budget.
+    stashed: Option<(ObjectId, u64)>,
+}
+
+/// Adds ids to a [`Prefetch`] from another thread; dropping it ends the input.
+pub struct PrefetchFeeder {
+    shared: Arc<Shared>,
+}
+
+impl PrefetchFeeder {
+    /// Queue an object (with its plaintext size as the budget cost). Blocks while the budget
+    /// is used up; false when the consumer is gone.
+    pub fn push(&self, id: ObjectId, size_hint: u64) -> bool {
+        let cost = size_hint.max(1);
+        let mut st = lock(&self.shared.state);
+        while !st.closed && !self.shared.fits(&st, cost) {
+            st = wait(&self.shared.changed, st);
+        }
+        if st.closed {
+            return false;
+        }
+        self.shared.schedule(&mut st, id, cost);
+        true
+    }
+
+    /// Like [`push`](Self::push) but never blocks: false when the budget is used up now.
+    pub fn try_push(&self, id: ObjectId, size_hint: u64) -> bool {
+        let cost = size_hint.max(1);
+        let mut st = lock(&self.shared.state);
+        if st.closed || !self.shared.fits(&st, cost) {
+            return false;
+        }
+        self.shared.schedule(&mut st, id, cost);
+        true
+    }
+}
+
+impl Drop for PrefetchFeeder {
+    fn drop(&mut self) {
+        lock(&self.shared.state).input_done = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Prefetch {
+    fn shared(repo: Arc<dyn Repository>, key: Arc<Key>, budget: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            budget,
+            repo,
+            key,
+        })
+    }
+
+    /// A prefetch fed from another thread through the returned feeder.
+    pub fn with_feeder(
+        repo: Arc<dyn Repository>,
+        key: Arc<Key>,
+        budget: u64,
+    ) -> (Prefetch, PrefetchFeeder) {
+        let shared = Self::shared(repo, key, budget);
+        (
+            Prefetch {
+                shared: shared.clone(),
+                source: None,
+                stashed: None,
+            },
+            PrefetchFeeder { shared },
+        )
+    }
+
+    /// Schedule ids from the up-front list while the budget allows.
+    fn fill(&mut self, st: &mut State) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        while st.results.len() < 1024 {
+            let Some((id, hint)) = self.stashed.take().or_else(|| source.next()) else {
+                st.input_done = true;
+                self.source = None;
+                return;
+            };
+            let cost = hint.max(1);
+            if !self.shared.fits(st, cost) {
+                self.stashed = Some((id, hint));
+                return;
+            }
+            self.shared.schedule(st, id, cost);
+        }
+    }
 }
 
 impl Iterator for Prefetch {
     type Item = Result<Fetched>;
 
     fn next(&mut self) -> Option<Result<Fetched>> {
-        let (cost, rx) = self.order.recv().ok()?;
-        let res = rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::exception("fetch worker vanished")));
-        self.budget.release(cost);
-        Some(res)
+        let shared = self.shared.clone();
+        let mut st = lock(&shared.state);
+        loop {
+            self.fill(&mut st);
+            if matches!(st.results.front(), Some(Some(_))) {
+                let res = st.results.pop_front().flatten();
+                let cost = st.costs.pop_front().unwrap_or(0);
+                st.first_seq += 1;
+                st.in_flight -= cost;
+                drop(st);
+                shared.changed.notify_all();
+                return res;
+            }
+            if st.results.is_empty() && st.input_done {
+                return None;
+            }
+            st = wait(&shared.changed, st);
+        }
     }
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        self.budget.close();
+        lock(&self.shared.state).closed = true;
+        self.shared.changed.notify_all();
     }
 }
 
@@ -107,47 +293,15 @@ where
     I: IntoIterator<Item = (ObjectId, u64)>,
     I::IntoIter: Send + 'static,
 {
-    let budget = Arc::new(Budget::new(budget));
-    let (order_tx, order_rx) = bounded::<Pending>(1024);
-    let producer_budget = budget.clone();
-    let ids = ids.into_iter();
-    thread::spawn(move || {
-        for (id, size_hint) in ids {
-            let cost = size_hint.max(1);
-            if !producer_budget.acquire(cost) {
-                break;
-            }
-            let (tx, rx) = bounded(1);
-            let (repo, key) = (repo.clone(), key.clone());
-            fetch_pool().spawn(move || {
-                let res = repo.get(&id).and_then(|stored| {
-                    key.decrypt(Some(&id), &stored)
-                        .map(|plain| (plain, stored.len()))
-                });
-                let _ = tx.send(res);
-            });
-            if order_tx.send((cost, rx)).is_err() {
-                break;
-            }
-        }
-    });
+    let shared = Prefetch::shared(repo, key, budget);
     Prefetch {
-        order: order_rx,
-        budget,
+        shared,
+        source: Some(Box::new(ids.into_iter())),
+        stashed: None,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budget_admits_oversized_request_alone() {
-        let b = Budget::new(10);
-        assert!(b.acquire(50));
-        b.release(50);
-        assert!(b.acquire(6));
-        b.close();
-        assert!(!b.acquire(6));
-    }
+/// An error for a result that can never arrive.
+pub fn fetch_stopped() -> Error {
+    Error::exception("chunk fetcher stopped early")
 }

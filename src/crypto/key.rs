@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
 use aes::Aes256;
-use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
+use blake2::Digest;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use rmpv::Value;
@@ -25,7 +24,26 @@ use crate::repository::{ObjectId, MANIFEST_ID};
 
 type HmacSha256 = Hmac<Sha256>;
 type HmacSha512 = Hmac<Sha512>;
-type Blake2b256 = Blake2b<U32>;
+/// Unkeyed BLAKE2b with a 32-byte digest (borg's ids and MACs of the blake2 modes), on the
+/// SIMD implementation: it is on the extract/create hot path.
+#[derive(Clone)]
+struct Blake2b256(blake2b_simd::State);
+
+impl Blake2b256 {
+    fn new() -> Blake2b256 {
+        Blake2b256(blake2b_simd::Params::new().hash_length(32).to_state())
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    fn finalize(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finalize().as_bytes());
+        out
+    }
+}
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 
 /// Type byte + MAC + nonce in front of the ciphertext of the AES modes.
@@ -212,7 +230,7 @@ impl ObjectMac {
             }
             ObjectMac::Blake2(b) => {
                 let mut b = b.clone();
-                Digest::update(&mut b, data);
+                b.update(data);
                 b.finalize().into()
             }
         }
@@ -262,7 +280,7 @@ impl Key {
             KeyType::None => IdHasher::Sha256,
             t if t.is_blake2() => {
                 let mut b = Blake2b256::new();
-                Digest::update(&mut b, &material.id_key);
+                b.update(&material.id_key);
                 IdHasher::Blake2(b)
             }
             _ => IdHasher::Hmac(
@@ -278,7 +296,7 @@ impl Key {
                     return Err(invalid());
                 }
                 let mut b = Blake2b256::new();
-                Digest::update(&mut b, &material.enc_hmac_key);
+                b.update(&material.enc_hmac_key);
                 ObjectMac::Blake2(b)
             } else {
                 if material.enc_hmac_key.len() != 32 {
@@ -411,7 +429,7 @@ impl Key {
             }
             IdHasher::Blake2(b) => {
                 let mut b = b.clone();
-                Digest::update(&mut b, data);
+                b.update(data);
                 b.finalize().into()
             }
         }
@@ -1095,8 +1113,8 @@ mod tests {
         let k = test_key(KeyType::KeyFileBlake2);
         let stored = k.encrypt(b"\x00\x00abc", 5);
         let mut b = Blake2b256::new();
-        Digest::update(&mut b, &k.material.enc_hmac_key);
-        Digest::update(&mut b, &stored[33..]);
+        b.update(&k.material.enc_hmac_key);
+        b.update(&stored[33..]);
         assert_eq!(&stored[1..33], &b.finalize()[..]);
     }
 
