@@ -305,3 +305,94 @@ where
 pub fn fetch_stopped() -> Error {
     Error::exception("chunk fetcher stopped early")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::compress::CompressionSpec;
+
+    /// An in-memory repository of plaintext-mode objects.
+    struct MemRepo(HashMap<ObjectId, Vec<u8>>);
+
+    impl Repository for MemRepo {
+        fn id(&self) -> ObjectId {
+            [0; 32]
+        }
+        fn location(&self) -> String {
+            "mem".into()
+        }
+        fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+            self.0
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::exception("missing"))
+        }
+        fn contains(&self, id: &ObjectId) -> Result<bool> {
+            Ok(self.0.contains_key(id))
+        }
+        fn len(&self) -> Result<usize> {
+            Ok(self.0.len())
+        }
+        fn list(&self, _: usize, _: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+            Ok(self.0.keys().copied().collect())
+        }
+        fn load_key(&self) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn append_only(&self) -> bool {
+            false
+        }
+    }
+
+    fn repo_with(n: usize) -> (Arc<dyn Repository>, Arc<Key>, Vec<(ObjectId, Vec<u8>)>) {
+        let key = Key::plaintext([0; 32]);
+        let mut objects = HashMap::new();
+        let mut order = Vec::new();
+        for i in 0..n {
+            let data = format!("object {i} ").repeat(i % 50 + 1).into_bytes();
+            let id = key.id_hash(&data);
+            let stored = key
+                .compress_and_encrypt(&CompressionSpec::Lz4, &data, None)
+                .unwrap();
+            objects.insert(id, stored);
+            order.push((id, data));
+        }
+        (Arc::new(MemRepo(objects)), Arc::new(key), order)
+    }
+
+    #[test]
+    fn results_arrive_in_order_within_a_tiny_budget() {
+        let (repo, key, order) = repo_with(300);
+        let ids: Vec<(ObjectId, u64)> = order.iter().map(|(id, d)| (*id, d.len() as u64)).collect();
+        let got: Vec<Vec<u8>> = prefetch(repo, key, ids, 100)
+            .map(|r| r.unwrap().0)
+            .collect();
+        let want: Vec<Vec<u8>> = order.into_iter().map(|(_, d)| d).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn feeder_mode_orders_and_ends() {
+        let (repo, key, order) = repo_with(200);
+        let (fetch, feeder) = Prefetch::with_feeder(repo, key, 1000);
+        let ids: Vec<ObjectId> = order.iter().map(|(id, _)| *id).collect();
+        let t = std::thread::spawn(move || {
+            for id in ids {
+                assert!(feeder.push(id, 500));
+            }
+        });
+        let got: Vec<Vec<u8>> = fetch.map(|r| r.unwrap().0).collect();
+        t.join().unwrap();
+        assert_eq!(got, order.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn errors_are_delivered_in_place() {
+        let (repo, key, order) = repo_with(3);
+        let ids = vec![(order[0].0, 1), ([9; 32], 1), (order[2].0, 1)];
+        let got: Vec<bool> = prefetch(repo, key, ids, 10).map(|r| r.is_ok()).collect();
+        assert_eq!(got, vec![true, false, true]);
+    }
+}
