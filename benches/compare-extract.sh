@@ -47,25 +47,27 @@ fi
 size=$(du -sb "$corpus" | cut -f1)
 echo "corpus: $((size / 1000000)) MB, $(find "$corpus" -type f | wc -l) files; $(nproc) cores"
 
-# run_one TOOL OUTDIR -> prints "seconds maxrss_kb"
+# run_one TOOL OUTDIR -> prints "seconds maxrss_kb". Every run extracts into a new directory:
+# deleting a big tree just before a run makes ext4 slow to allocate inodes for minutes after.
 run_one() {
     local tool="$1" out="$2"
-    rm -rf "$out"; mkdir -p "$out"; sync
+    mkdir -p "$out"; sync
     (cd "$out" && /usr/bin/time -f "%e %M" -o "$workdir/time.txt" "$tool" extract "$repo::corpus" >/dev/null)
     cat "$workdir/time.txt"
 }
 
 borg_times=() rborg_times=() borg_rss=0 rborg_rss=0
 for i in $(seq 1 "$runs"); do
-    read -r t m < <(run_one borg "$workdir/out-borg")
+    read -r t m < <(run_one borg "$workdir/out-borg-$i")
     borg_times+=("$t"); [ "$m" -gt "$borg_rss" ] && borg_rss=$m
-    read -r t m < <(run_one "$rborg" "$workdir/out-rborg")
+    read -r t m < <(run_one "$rborg" "$workdir/out-rborg-$i")
     rborg_times+=("$t"); [ "$m" -gt "$rborg_rss" ] && rborg_rss=$m
     echo "run $i: borg ${borg_times[-1]} s, rborg ${rborg_times[-1]} s"
 done
 
-diff -r --no-dereference "$workdir/out-borg" "$workdir/out-rborg" >/dev/null \
+diff -r --no-dereference "$workdir/out-borg-1" "$workdir/out-rborg-1" >/dev/null \
     || { echo "ERROR: the extracted trees differ" >&2; exit 1; }
+rm -rf "$workdir"/out-borg-* "$workdir"/out-rborg-*
 
 python3 - "$size" "$borg_rss" "$rborg_rss" "${borg_times[*]}" "${rborg_times[*]}" <<'PY'
 import statistics, sys

@@ -1,25 +1,35 @@
-//! Extracting an archive: a planner thread walks the item stream and queues the chunks of every
-//! file to extract; all cores fetch, authenticate, decrypt and decompress them ahead; the calling
-//! thread creates the files in archive order and restores their metadata (borg's `do_extract` /
-//! `extract_item`).
+//! Extracting an archive (borg's `do_extract` / `extract_item`), as a pipeline:
+//!
+//! * a *creator* thread walks the item stream in archive order, selects items, and creates them
+//!   on disk (directories, files, links, special files); for each regular file it queues the
+//!   file's chunks, each with its file and offset (known from the chunk sizes in the item);
+//! * the fetch workers (all cores) read, authenticate, decrypt and decompress the chunks and
+//!   write each one straight into its file at its offset;
+//! * the calling thread, the *finisher*, takes the completions in order and, once a file is
+//!   complete, sets its length and restores its metadata; directories get theirs after their
+//!   contents, as borg does.
+//!
+//! `--dry-run` and `--stdout` use the same pipeline with the plaintext handed to the finisher.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::archive::item::{ChunkRef, Item};
-use crate::archive::prefetch::{fetch_stopped, recycle, Prefetch, PrefetchFeeder, DEFAULT_BUDGET};
-use crate::archive::{display_bytes, Archive};
+use crate::archive::prefetch::{fetch_stopped, recycle, Delivery, Prefetch, PrefetchFeeder, WriteTarget, DEFAULT_BUDGET};
+use crate::archive::{display_bytes, Archive, ItemIter};
 use crate::crypto::Key;
 use crate::errors::{Error, Result, WarningKind};
-use crate::fs::{self, BackupOsError, DeferredDirs, ExtractGuard, FileWriter, RestoreOptions};
+use crate::fs::{self, BackupOsError, BackupRefusal, DeferredDirs, ExtractGuard, FileWriter, RestoreOptions};
 use crate::output::{self, Level, ProgressPercent};
-use crate::repository::{ObjectId, Repository};
+use crate::repository::Repository;
 
 /// What `extract` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -37,27 +47,31 @@ pub struct ExtractOptions {
     pub consider_part_files: bool,
 }
 
-/// Selects items by their archived path (patterns and PATH arguments). It runs in the
-/// planner thread and is handed back when extraction ends (for unmatched-pattern warnings).
+impl ExtractOptions {
+    /// Whether anything is written to the file system.
+    fn writing(&self) -> bool {
+        !self.dry_run && !self.stdout
+    }
+}
+
+/// Selects items by their archived path (patterns and PATH arguments). It runs in the creator
+/// thread and is handed back when extraction ends (for unmatched-pattern warnings).
 pub trait ItemSelector: FnMut(&[u8]) -> bool + Send + 'static {}
 impl<T: FnMut(&[u8]) -> bool + Send + 'static> ItemSelector for T {}
 
-/// One unit of work for the writer, in archive order.
-enum Op {
-    /// A regular file; its chunks were queued for fetching in this order.
-    File {
-        item: Item,
-        path: Vec<u8>,
-        chunks: Vec<ChunkRef>,
-    },
-    /// A hardlink to an already extracted file.
-    Link {
-        item: Item,
-        path: Vec<u8>,
-        target: PathBuf,
-    },
-    /// Anything else (directories, symlinks, fifos, devices).
-    Other { item: Item, path: Vec<u8> },
+/// Files created but not finished that may be open at once (bounds open descriptors).
+const STEPS_AHEAD: usize = 256;
+
+/// What the creator hands to the finisher, in archive order.
+enum Step {
+    /// A created regular file whose `chunks` chunks the workers write into it.
+    File { item: Item, dest: PathBuf, file: Arc<File>, chunks: Vec<ChunkRef> },
+    /// Content to consume in order without a file (`--dry-run`, `--stdout`).
+    Data { item: Item, chunks: usize },
+    /// A created directory; its metadata waits until its contents are done.
+    Dir { item: Item, dest: PathBuf },
+    /// An item already fully handled by the creator (or skipped with a warning).
+    Done,
     /// The item stream failed.
     Failed(Error),
 }
@@ -73,12 +87,34 @@ struct HardlinkMasters {
     map: HashMap<Vec<u8>, MasterState>,
 }
 
-/// Everything the planner needs, moved into its thread.
-struct Planner {
-    items: crate::archive::ItemIter,
-    ops: Sender<Op>,
-    chunk_ids: PrefetchFeeder,
-    opts: ExtractOptions,
+impl HardlinkMasters {
+    /// borg's `peek_and_store_hardlink_masters`: remember the chunks of masters that are not
+    /// extracted themselves, so a selected slave can get the content.
+    fn peek(&mut self, item: &Item, matched: bool) {
+        if self.active && !matched && linkable(item) && item.hardlink_master.unwrap_or(true) && item.source.is_none()
+        {
+            self.map.insert(item.path.clone(), (item.chunks.clone(), None));
+        }
+    }
+
+    /// (chunks of an unextracted master, path where the master's content was extracted).
+    fn lookup(&self, source: &[u8], strip: usize) -> MasterState {
+        match self.map.get(source).filter(|_| self.active) {
+            Some(state) => state.clone(),
+            // Full extract: the master was extracted at its own (stripped) path.
+            None => (None, fs::strip_components(source, strip)),
+        }
+    }
+
+    fn extracted_at(&mut self, master: &[u8], path: &[u8]) {
+        if self.active {
+            self.map.insert(master.to_vec(), (None, Some(path.to_vec())));
+        }
+    }
+}
+
+fn linkable(item: &Item) -> bool {
+    item.is_regular() || item.is_fifo() || item.is_chr() || item.is_blk()
 }
 
 /// Extract the selected items of `archive` and give the selector back. `partial` is borg's
@@ -95,39 +131,35 @@ pub fn extract_archive<S: ItemSelector>(
     let mut progress = if opts.progress {
         let mut pi = ProgressPercent::new(0, 0.1, "%5.1f%% Extracting: %s", "extract");
         pi.output("Calculating total archive size for the progress indicator (might take long for large archives)");
-        let total = total_size(
-            repo.clone(),
-            key.clone(),
-            archive,
-            &mut select,
-            partial,
-            opts,
-        )?;
-        pi.set_total(total);
+        pi.set_total(total_size(repo.clone(), key.clone(), archive, &mut select, partial, opts)?);
         Some(pi)
     } else {
         None
     };
-    let (ops_tx, ops_rx) = bounded::<Op>(4096);
-    let (chunks, ids_tx) = Prefetch::with_feeder(repo.clone(), key.clone(), DEFAULT_BUDGET);
-    let planner = Planner {
-        items: archive.items(repo.clone(), key.clone()),
-        ops: ops_tx,
-        chunk_ids: ids_tx,
+    let (steps_tx, steps_rx) = bounded::<Step>(STEPS_AHEAD);
+    let (chunks, feeder) = Prefetch::with_feeder(repo.clone(), key.clone(), DEFAULT_BUDGET);
+    let creator = Creator {
+        items: archive.items(repo, key),
+        steps: steps_tx,
+        feeder,
         opts: opts.clone(),
+        guard: ExtractGuard::new(opts.dest.clone()),
+        masters: HardlinkMasters { active: partial, ..Default::default() },
     };
-    let handle = thread::spawn(move || planner.run(partial, select));
-    let mut writer = Writer::new(opts, chunks);
-    let result = writer.serve(&ops_rx, progress.as_mut());
-    drop(ops_rx);
-    let select = handle
-        .join()
-        .map_err(|_| Error::exception("extract planner panicked"))?;
+    let handle = thread::spawn(move || creator.run(select));
+    let mut finisher = Finisher { opts, chunks, dirs: DeferredDirs::new(), stdout: None };
+    if opts.stdout {
+        finisher.stdout = Some(std::io::stdout().lock());
+    }
+    let result = finisher.serve(&steps_rx, progress.as_mut());
+    drop(steps_rx);
+    drop(finisher.chunks);
+    let select = handle.join().map_err(|_| Error::exception("extract creator thread panicked"))?;
     result?;
     if let Some(pi) = progress.as_mut() {
         pi.finish();
     }
-    writer.finish_dirs();
+    finish_dirs(opts, &mut finisher.dirs);
     Ok(select)
 }
 
@@ -147,15 +179,10 @@ fn total_size<S: ItemSelector>(
         if item.part.is_some() && !opts.consider_part_files {
             continue;
         }
-        let selected =
-            select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
+        let selected = select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
         if item.is_hardlink_slave() {
             if selected {
-                total += item
-                    .source
-                    .as_ref()
-                    .and_then(|s| masters.remove(s))
-                    .unwrap_or(0);
+                total += item.source.as_ref().and_then(|s| masters.remove(s)).unwrap_or(0);
             }
             continue;
         }
@@ -168,18 +195,42 @@ fn total_size<S: ItemSelector>(
     Ok(total)
 }
 
-impl Planner {
-    fn run<S: ItemSelector>(mut self, partial: bool, mut select: S) -> S {
-        let mut masters = HardlinkMasters {
-            active: partial,
-            ..Default::default()
-        };
+/// The creating side, in its own thread.
+struct Creator {
+    items: ItemIter,
+    steps: Sender<Step>,
+    feeder: PrefetchFeeder,
+    opts: ExtractOptions,
+    guard: ExtractGuard,
+    masters: HardlinkMasters,
+}
+
+/// How creating one item failed: a warning for that item.
+enum CreateError {
+    Os(BackupOsError),
+    Refused(BackupRefusal),
+}
+
+impl From<BackupOsError> for CreateError {
+    fn from(e: BackupOsError) -> Self {
+        CreateError::Os(e)
+    }
+}
+
+impl From<BackupRefusal> for CreateError {
+    fn from(r: BackupRefusal) -> Self {
+        CreateError::Refused(r)
+    }
+}
+
+impl Creator {
+    fn run<S: ItemSelector>(mut self, mut select: S) -> S {
         while let Some(item) = self.items.next() {
             let item = match item {
                 Ok(i) => i,
                 Err(e) => {
-                    let _ = self.ops.send(Op::Failed(e));
-                    return select;
+                    let _ = self.steps.send(Step::Failed(e));
+                    break;
                 }
             };
             if item.part.is_some() && !self.opts.consider_part_files {
@@ -187,345 +238,312 @@ impl Planner {
             }
             let stripped = fs::strip_components(&item.path, self.opts.strip_components);
             let matched = select(&item.path) && stripped.is_some();
-            masters.peek(&item, matched);
-            if !matched {
+            self.masters.peek(&item, matched);
+            let Some(path) = stripped.filter(|_| matched) else {
                 continue;
-            }
-            let op = self.plan(item, stripped.unwrap_or_default(), &mut masters);
-            // The op goes first: its chunks may exceed the budget, and only the writer, once it
-            // has the op, consumes them.
-            let chunks: Vec<(ObjectId, u64)> = match &op {
-                Op::File { chunks, .. } => chunks.iter().map(|c| (c.id, c.size as u64)).collect(),
-                _ => Vec::new(),
             };
-            if self.ops.send(op).is_err() {
-                break;
+            if self.opts.list {
+                output::log(Level::Info, "borg.output.list", &display_bytes(&path), None);
             }
-            if !chunks
-                .iter()
-                .all(|(id, size)| self.chunk_ids.push(*id, *size))
-            {
+            if !self.handle(item, path) {
                 break;
             }
         }
         select
     }
 
-    fn plan(&self, item: Item, path: Vec<u8>, masters: &mut HardlinkMasters) -> Op {
-        let linkable = item.is_regular() || item.is_fifo() || item.is_chr() || item.is_blk();
-        if !linkable {
-            return Op::Other { item, path };
-        }
-        let writing = !self.opts.dry_run && !self.opts.stdout;
-        let mut chunks = item.chunks.clone();
-        if let Some(source) = item.source.clone().filter(|_| !item.is_symlink()) {
-            // A slave: link to where the master went, or extract the master's content here.
-            let (master_chunks, link_target) = masters.lookup(&source, self.opts.strip_components);
-            match link_target {
-                Some(target) if writing => {
-                    let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
-                    return Op::Link { item, path, target };
-                }
-                _ => {
-                    if master_chunks.is_some() {
-                        chunks = master_chunks;
+    /// Create one item and tell the finisher; false when the finisher is gone.
+    fn handle(&mut self, mut item: Item, path: Vec<u8>) -> bool {
+        let shown = display_bytes(&path);
+        // A hardlink slave: link to where the master went, or extract the master's content here.
+        if linkable(&item) {
+            if let Some(source) = item.source.clone() {
+                let (chunks, link_target) = self.masters.lookup(&source, self.opts.strip_components);
+                if self.opts.writing() {
+                    if let Some(target) = link_target {
+                        let step = match self.link(&item, &path, &target) {
+                            Ok(()) => Step::Done,
+                            Err(e) => warn_create(&shown, e),
+                        };
+                        return self.steps.send(step).is_ok();
                     }
+                    self.masters.extracted_at(&source, &path);
                 }
+                if chunks.is_some() {
+                    item.chunks = chunks;
+                }
+            } else if self.opts.writing() && item.hardlink_master.unwrap_or(true) {
+                self.masters.extracted_at(&item.path, &path);
             }
-            if writing {
-                masters.extracted_at(&source, &path);
+        }
+        if !self.opts.writing() {
+            return self.queue_data(item);
+        }
+        let step = match self.create(item, &path) {
+            Ok(step) => step,
+            Err(e) => warn_create(&shown, e),
+        };
+        let file_chunks = match &step {
+            Step::File { file, chunks, .. } => Some((file.clone(), chunks.clone())),
+            _ => None,
+        };
+        // The step goes first: a file's chunks may exceed the budget, and only the finisher,
+        // once it has the step, consumes their completions.
+        if self.steps.send(step).is_err() {
+            return false;
+        }
+        match file_chunks {
+            Some((file, chunks)) => self.queue_writes(file, &chunks),
+            None => true,
+        }
+    }
+
+    fn queue_data(&mut self, item: Item) -> bool {
+        let chunks: Vec<ChunkRef> = if item.is_regular() { item.chunks.clone().unwrap_or_default() } else { Vec::new() };
+        if self.steps.send(Step::Data { item, chunks: chunks.len() }).is_err() {
+            return false;
+        }
+        chunks.iter().all(|c| self.feeder.push(c.id, c.size as u64))
+    }
+
+    fn queue_writes(&mut self, file: Arc<File>, chunks: &[ChunkRef]) -> bool {
+        let mut offset = 0u64;
+        for c in chunks {
+            let target =
+                WriteTarget { file: file.clone(), offset, expected_len: c.size as u64, sparse: self.opts.sparse };
+            if !self.feeder.push_write(c.id, target) {
+                return false;
             }
-        } else if writing && item.hardlink_master.unwrap_or(true) {
-            masters.extracted_at(&item.path, &path);
+            offset += c.size as u64;
         }
-        if !item.is_regular() {
-            return Op::Other { item, path };
+        true
+    }
+
+    /// Make room for an item at its destination: safety checks, old entry removed, parents made.
+    fn prepare(&mut self, path: &[u8]) -> std::result::Result<PathBuf, CreateError> {
+        let dest = self.guard.check_item(path)?;
+        fs::remove_existing(&dest);
+        self.guard.make_parent(&dest).map_err(|e| BackupOsError::new("makedirs", e, None))?;
+        Ok(dest)
+    }
+
+    fn create(&mut self, item: Item, path: &[u8]) -> std::result::Result<Step, CreateError> {
+        let dest = self.prepare(path)?;
+        if item.is_regular() {
+            let file = Arc::new(FileWriter::create(&dest, self.opts.sparse)?.into_file());
+            let chunks = item.chunks.clone().unwrap_or_default();
+            return Ok(Step::File { item, dest, file, chunks });
         }
-        Op::File {
-            item,
-            path,
-            chunks: chunks.unwrap_or_default(),
+        if item.is_dir() {
+            if std::fs::symlink_metadata(&dest).is_err() {
+                fs::create_dir(&dest)?;
+            }
+            return Ok(Step::Dir { item, dest });
+        }
+        if item.is_symlink() {
+            fs::create_symlink(item.source.as_deref().unwrap_or_default(), &dest)?;
+        } else if item.is_fifo() {
+            fs::create_fifo(&dest)?;
+        } else if item.is_chr() || item.is_blk() {
+            fs::create_device(&dest, item.mode.unwrap_or(0), item.rdev.unwrap_or(0))?;
+        } else {
+            output::warning(&format!(
+                "{}: Unknown archive item type {:o}",
+                display_bytes(path),
+                item.mode.unwrap_or(0)
+            ));
+            return Ok(Step::Done);
+        }
+        restore(&self.opts.restore, &item, &dest, None);
+        Ok(Step::Done)
+    }
+
+    fn link(&mut self, item: &Item, path: &[u8], target: &[u8]) -> std::result::Result<(), CreateError> {
+        let source = item.source.as_deref().unwrap_or_default();
+        self.guard.check_hardlink_source(source, self.opts.strip_components)?;
+        let dest = self.prepare(path)?;
+        let target = self.opts.dest.join(std::ffi::OsStr::from_bytes(target));
+        Ok(fs::hardlink(&target, &dest)?)
+    }
+}
+
+/// Log a creation failure as the per-item warning borg gives; the item is then done.
+fn warn_create(shown: &str, e: CreateError) -> Step {
+    match e {
+        CreateError::Os(e) => output::warn_kind(e.kind(), &format!("{shown}: {}", e.message())),
+        CreateError::Refused(r) => output::warn_kind(r.kind, &r.message(shown)),
+    }
+    Step::Done
+}
+
+/// Restore an item's metadata; failures are per-item warnings.
+fn restore(opts: &RestoreOptions, item: &Item, dest: &Path, fd: Option<std::os::fd::RawFd>) {
+    match fs::restore_attrs(dest, item, opts, fd) {
+        Ok(warnings) => warnings.iter().for_each(|w| w.emit()),
+        Err(e) => {
+            let shown = display_bytes(&item.path);
+            output::warn_kind(e.kind(), &format!("{shown}: {}", e.message()));
         }
     }
 }
 
-impl HardlinkMasters {
-    /// borg's `peek_and_store_hardlink_masters`: remember the chunks of masters that are not
-    /// extracted themselves, so a selected slave can get the content.
-    fn peek(&mut self, item: &Item, matched: bool) {
-        let linkable = item.is_regular() || item.is_fifo() || item.is_chr() || item.is_blk();
-        if self.active
-            && !matched
-            && linkable
-            && item.hardlink_master.unwrap_or(true)
-            && item.source.is_none()
-        {
-            self.map
-                .insert(item.path.clone(), (item.chunks.clone(), None));
-        }
-    }
-
-    /// (chunks of an unextracted master, path where the content was extracted already).
-    fn lookup(&self, source: &[u8], strip: usize) -> (Option<Vec<ChunkRef>>, Option<Vec<u8>>) {
-        if !self.active {
-            // Full extract: the master was extracted at its own (stripped) path.
-            let stripped = fs::strip_components(source, strip);
-            return (None, stripped);
-        }
-        match self.map.get(source) {
-            Some((chunks, target)) => (chunks.clone(), target.clone()),
-            None => (None, fs::strip_components(source, strip)),
-        }
-    }
-
-    fn extracted_at(&mut self, master: &[u8], path: &[u8]) {
-        if self.active {
-            self.map
-                .insert(master.to_vec(), (None, Some(path.to_vec())));
-        }
-    }
-}
-
-/// The writing side: creates items in order and restores metadata.
-struct Writer<'a> {
+/// The finishing side: completions in order, metadata once content is complete.
+struct Finisher<'a> {
     opts: &'a ExtractOptions,
     chunks: Prefetch,
-    guard: ExtractGuard,
     dirs: DeferredDirs<(Item, PathBuf)>,
     stdout: Option<std::io::StdoutLock<'static>>,
 }
 
-impl<'a> Writer<'a> {
-    fn new(opts: &'a ExtractOptions, chunks: Prefetch) -> Writer<'a> {
-        Writer {
-            opts,
-            chunks,
-            guard: ExtractGuard::new(opts.dest.clone()),
-            dirs: DeferredDirs::new(),
-            stdout: if opts.stdout {
-                Some(std::io::stdout().lock())
-            } else {
-                None
-            },
-        }
-    }
-
-    fn serve(
-        &mut self,
-        ops: &Receiver<Op>,
-        mut progress: Option<&mut ProgressPercent>,
-    ) -> Result<()> {
-        for op in ops.iter() {
-            self.handle(op, progress.as_deref_mut())?;
+impl Finisher<'_> {
+    fn serve(&mut self, steps: &Receiver<Step>, mut progress: Option<&mut ProgressPercent>) -> Result<()> {
+        for step in steps.iter() {
+            if let Step::Failed(e) = step {
+                return Err(e);
+            }
+            self.step(step, progress.as_deref_mut())?;
         }
         Ok(())
     }
 
-    fn handle(&mut self, op: Op, progress: Option<&mut ProgressPercent>) -> Result<()> {
-        let (item_path, shown) = match &op {
-            Op::File { path, .. } | Op::Link { path, .. } | Op::Other { path, .. } => {
-                (path.clone(), display_bytes(path))
+    fn step(&mut self, step: Step, progress: Option<&mut ProgressPercent>) -> Result<()> {
+        match step {
+            Step::File { item, dest, file, chunks } => {
+                self.close_dirs_before(&item);
+                self.file(item, &dest, &file, &chunks, progress)
             }
-            Op::Failed(e) => return Err(e.clone()),
-        };
-        let writing = !self.opts.dry_run && !self.opts.stdout;
-        if writing {
-            for (dir_item, dir_path) in self.dirs.finished_before(&item_path) {
-                self.restore(&dir_item, &dir_path, None);
-            }
-        }
-        if self.opts.list {
-            output::log(Level::Info, "borg.output.list", &shown, None);
-        }
-        let res = match op {
-            Op::File { item, path, chunks } => self.file(item, &path, &chunks, progress),
-            Op::Link { item, path, target } => self.link(&item, &path, &target),
-            Op::Other { item, path } => self.other(item, &path),
-            Op::Failed(_) => unreachable!(),
-        };
-        match res {
-            Ok(()) => Ok(()),
-            Err(ItemError::Warn(kind, msg)) => {
-                output::warn_kind(kind, &format!("{shown}: {msg}"));
+            Step::Data { item, chunks } => self.data(item, chunks, progress),
+            Step::Dir { item, dest } => {
+                self.close_dirs_before(&item);
+                let path = fs::strip_components(&item.path, self.opts.strip_components).unwrap_or_default();
+                self.dirs.push(path, (item, dest));
                 Ok(())
             }
-            Err(ItemError::Refused(refusal)) => {
-                output::warn_kind(refusal.kind, &refusal.message(&shown));
-                Ok(())
-            }
-            Err(ItemError::Fatal(e)) => Err(e),
+            Step::Done | Step::Failed(_) => Ok(()),
         }
+    }
+
+    /// Restore directories that are complete before `item` (borg's prefix rule).
+    fn close_dirs_before(&mut self, item: &Item) {
+        let path = fs::strip_components(&item.path, self.opts.strip_components).unwrap_or_default();
+        for (dir_item, dir_dest) in self.dirs.finished_before(&path) {
+            restore(&self.opts.restore, &dir_item, &dir_dest, None);
+        }
+    }
+
+    /// The next completion in order.
+    fn next(&mut self) -> Result<(Delivery, usize)> {
+        self.chunks.next_delivery().unwrap_or_else(|| Err(fetch_stopped()))
     }
 
     fn file(
         &mut self,
         item: Item,
-        path: &[u8],
+        dest: &Path,
+        file: &File,
         chunks: &[ChunkRef],
         mut progress: Option<&mut ProgressPercent>,
-    ) -> std::result::Result<(), ItemError> {
-        let shown = display_bytes(path);
-        let writing = !self.opts.dry_run && !self.opts.stdout;
-        let mut out = if writing {
-            let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
-            fs::remove_existing(&dest);
-            self.guard
-                .make_parent(&dest)
-                .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
-            Some(FileWriter::create(&dest, self.opts.sparse).map_err(ItemError::os)?)
-        } else {
-            None
-        };
-        let mut written: u64 = 0;
-        let mut failure: Option<ItemError> = None;
-        for _ in chunks {
-            let data = match self.chunks.next() {
-                Some(Ok((data, _))) => data,
-                Some(Err(e)) => return Err(ItemError::Fatal(e)),
-                None => return Err(ItemError::Fatal(fetch_stopped())),
+    ) -> Result<()> {
+        let shown = display_bytes(&item.path);
+        let mut written = 0u64;
+        let mut offset = 0u64;
+        let mut failure: Option<BackupOsError> = None;
+        for c in chunks {
+            let (delivery, _) = self.next()?;
+            let len = match delivery {
+                Delivery::Written { len, error } => {
+                    if let (Some(e), None) = (error, &failure) {
+                        failure = Some(BackupOsError::new("write", e, None));
+                    }
+                    len
+                }
+                // A chunk whose size is not the recorded one: write it where it belongs.
+                Delivery::Data(data) => {
+                    use std::os::unix::fs::FileExt;
+                    if let (Err(e), None) = (file.write_all_at(&data, offset), &failure) {
+                        failure = Some(BackupOsError::new("write", e, None));
+                    }
+                    let len = data.len() as u64;
+                    recycle(data);
+                    len
+                }
+            };
+            written += len;
+            offset += c.size as u64;
+            if let Some(pi) = progress.as_deref_mut() {
+                pi.show_increase_with(len, || vec![shown.clone()]);
+            }
+        }
+        if let Some(e) = failure {
+            output::warn_kind(e.kind(), &format!("{shown}: {}", e.message()));
+            return Ok(());
+        }
+        if let Err(e) = file.set_len(written) {
+            let e = BackupOsError::new("truncate_and_attrs", e, None);
+            output::warn_kind(e.kind(), &format!("{shown}: {}", e.message()));
+            return Ok(());
+        }
+        restore(&self.opts.restore, &item, dest, Some(file.as_raw_fd()));
+        check_content(&item, &shown, written);
+        Ok(())
+    }
+
+    fn data(&mut self, item: Item, chunks: usize, mut progress: Option<&mut ProgressPercent>) -> Result<()> {
+        let shown = display_bytes(&item.path);
+        let mut written = 0u64;
+        for _ in 0..chunks {
+            let (delivery, _) = self.next()?;
+            let Delivery::Data(data) = delivery else {
+                continue;
             };
             written += data.len() as u64;
             if let Some(pi) = progress.as_deref_mut() {
                 pi.show_increase_with(data.len() as u64, || vec![shown.clone()]);
             }
-            // After a failure the file's remaining chunks are still consumed, so the stream
-            // stays in step with the ops.
-            if failure.is_none() {
-                if let Some(w) = out.as_mut() {
-                    if let Err(e) = w.write_chunk(&data) {
-                        failure = Some(ItemError::os(e));
-                    }
-                } else if let Some(so) = self.stdout.as_mut() {
-                    if let Err(e) = so.write_all(&data) {
-                        return Err(ItemError::Fatal(Error::exception(e)));
-                    }
-                }
+            if let Some(out) = self.stdout.as_mut() {
+                out.write_all(&data).map_err(Error::exception)?;
             }
             recycle(data);
         }
-        if let Some(f) = failure {
-            return Err(f);
+        if let Some(out) = self.stdout.as_mut() {
+            out.flush().map_err(Error::exception)?;
         }
-        if let Some(mut w) = out {
-            w.finish().map_err(ItemError::os)?;
-            let dest = w.path().to_path_buf();
-            self.restore(&item, &dest, Some(w.fd()));
+        if item.is_regular() {
+            check_content(&item, &shown, written);
         }
-        if let Some(so) = self.stdout.as_mut() {
-            let _ = so.flush();
-        }
-        if let Some(size) = item.size {
-            if size != written {
-                return Err(ItemError::Warn(
-                    WarningKind::BackupError,
-                    format!("Size inconsistency detected: size {size}, chunks size {written}"),
-                ));
-            }
-        }
-        if !item.healthy() {
-            return Err(ItemError::Warn(
+        Ok(())
+    }
+}
+
+/// borg's checks after a file's content: size as recorded, no zero-replaced chunks.
+fn check_content(item: &Item, shown: &str, written: u64) {
+    if let Some(size) = item.size {
+        if size != written {
+            output::warn_kind(
                 WarningKind::BackupError,
-                "File has damaged (all-zero) chunks. Try running borg check --repair.".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn link(
-        &mut self,
-        item: &Item,
-        path: &[u8],
-        target: &std::path::Path,
-    ) -> std::result::Result<(), ItemError> {
-        let source = item.source.as_deref().unwrap_or_default();
-        self.guard
-            .check_hardlink_source(source, self.opts.strip_components)
-            .map_err(ItemError::Refused)?;
-        let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
-        fs::remove_existing(&dest);
-        self.guard
-            .make_parent(&dest)
-            .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
-        let target = self.opts.dest.join(target);
-        fs::hardlink(&target, &dest).map_err(ItemError::os)
-    }
-
-    fn other(&mut self, item: Item, path: &[u8]) -> std::result::Result<(), ItemError> {
-        if self.opts.dry_run || self.opts.stdout {
-            return Ok(());
-        }
-        let dest = self.guard.check_item(path).map_err(ItemError::Refused)?;
-        fs::remove_existing(&dest);
-        self.guard
-            .make_parent(&dest)
-            .map_err(|e| ItemError::os(BackupOsError::new("makedirs", e, None)))?;
-        if item.is_dir() {
-            if std::fs::symlink_metadata(&dest).is_err() {
-                fs::create_dir(&dest).map_err(ItemError::os)?;
-            }
-            self.dirs.push(path.to_vec(), (item, dest));
-            return Ok(());
-        }
-        if item.is_symlink() {
-            fs::create_symlink(item.source.as_deref().unwrap_or_default(), &dest)
-                .map_err(ItemError::os)?;
-        } else if item.is_fifo() {
-            fs::create_fifo(&dest).map_err(ItemError::os)?;
-        } else if item.is_chr() || item.is_blk() {
-            fs::create_device(&dest, item.mode.unwrap_or(0), item.rdev.unwrap_or(0))
-                .map_err(ItemError::os)?;
-        } else {
-            return Err(ItemError::Fatal(Error::exception(format!(
-                "Unknown archive item type {:o}",
-                item.mode.unwrap_or(0)
-            ))));
-        }
-        self.restore(&item, &dest, None);
-        Ok(())
-    }
-
-    /// Restore metadata; failures are per-item warnings.
-    fn restore(&mut self, item: &Item, dest: &std::path::Path, fd: Option<std::os::fd::RawFd>) {
-        match fs::restore_attrs(dest, item, &self.opts.restore, fd) {
-            Ok(warnings) => warnings.iter().for_each(|w| w.emit()),
-            Err(e) => {
-                let shown = display_bytes(&item.path);
-                output::warn_kind(e.kind(), &format!("{shown}: {}", e.message()));
-            }
+                &format!("{shown}: Size inconsistency detected: size {size}, chunks size {written}"),
+            );
         }
     }
-
-    /// Directory metadata last, innermost first (borg's "Setting directory permissions").
-    fn finish_dirs(&mut self) {
-        if self.opts.dry_run || self.opts.stdout {
-            return;
-        }
-        let dirs = self.dirs.drain();
-        let mut pi = ProgressPercent::new(
-            dirs.len() as u64,
-            1.0,
-            "Setting directory permissions %3.0f%%",
-            "extract.permissions",
+    if !item.healthy() {
+        output::warn_kind(
+            WarningKind::BackupError,
+            &format!("{shown}: File has damaged (all-zero) chunks. Try running borg check --repair."),
         );
-        for (item, dest) in dirs {
-            pi.show_increase(1, None);
-            self.restore(&item, &dest, None);
-        }
-        pi.finish();
     }
 }
 
-/// How one item failed: a warning for that item, or a reason to stop.
-enum ItemError {
-    /// A warning of this kind with a message to put after the item path.
-    Warn(WarningKind, String),
-    /// A safety refusal (borg 1.4.5's BackupError subclasses).
-    Refused(fs::BackupRefusal),
-    Fatal(Error),
-}
-
-impl ItemError {
-    fn os(e: BackupOsError) -> ItemError {
-        ItemError::Warn(e.kind(), e.message())
+/// Directory metadata last, innermost first (borg's "Setting directory permissions").
+fn finish_dirs(opts: &ExtractOptions, dirs: &mut DeferredDirs<(Item, PathBuf)>) {
+    if !opts.writing() {
+        return;
     }
+    let dirs = dirs.drain();
+    let mut pi =
+        ProgressPercent::new(dirs.len() as u64, 1.0, "Setting directory permissions %3.0f%%", "extract.permissions");
+    for (item, dest) in dirs {
+        pi.show_increase(1, None);
+        restore(&opts.restore, &item, &dest, None);
+    }
+    pi.finish();
 }

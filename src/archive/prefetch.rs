@@ -5,6 +5,8 @@
 //! spinning waiters would steal the cores the decryption needs.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 
@@ -17,6 +19,26 @@ pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// A decrypted object and the length of its stored (encrypted) form.
 pub type Fetched = (Vec<u8>, usize);
+
+/// Where a worker writes an object's plaintext itself, instead of handing it over: a file and
+/// the offset of this chunk in it (known in advance from the chunk sizes in the item).
+#[derive(Clone)]
+pub struct WriteTarget {
+    pub file: Arc<File>,
+    pub offset: u64,
+    /// The size the item's chunk list records; the plaintext must have exactly this size.
+    pub expected_len: u64,
+    /// All-zero chunks become holes (`extract --sparse`).
+    pub sparse: bool,
+}
+
+/// What a job delivers to the consumer.
+pub enum Delivery {
+    /// The plaintext itself.
+    Data(Vec<u8>),
+    /// The plaintext went to its [`WriteTarget`]: its length, and the write error if any.
+    Written { len: u64, error: Option<std::io::Error> },
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -102,8 +124,10 @@ fn spare_buffer() -> Vec<u8> {
 /// State shared by a [`Prefetch`], its [`PrefetchFeeder`] and its jobs.
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when a result lands, a result is consumed, input ends or the consumer leaves.
-    changed: Condvar,
+    /// Signalled when the result at the head lands or input ends (the consumer waits on it).
+    head_ready: Condvar,
+    /// Signalled when budget frees up or the consumer leaves (the feeder waits on it).
+    space: Condvar,
     budget: u64,
     repo: Arc<dyn Repository>,
     key: Arc<Key>,
@@ -114,11 +138,13 @@ struct State {
     /// Sequence number of `results[0]` (= results consumed so far).
     first_seq: u64,
     /// Outstanding results in order; None while being fetched.
-    results: VecDeque<Option<Result<Fetched>>>,
+    results: VecDeque<Option<Result<(Delivery, usize)>>>,
     costs: VecDeque<u64>,
     in_flight: u64,
     input_done: bool,
     closed: bool,
+    /// The feeder is blocked on the budget.
+    feeder_waiting: bool,
 }
 
 impl Shared {
@@ -127,23 +153,38 @@ impl Shared {
     }
 
     /// Queue `id` for fetching (the caller checked the budget).
-    fn schedule(self: &Arc<Self>, st: &mut State, id: ObjectId, cost: u64) {
+    fn schedule(self: &Arc<Self>, st: &mut State, id: ObjectId, cost: u64, target: Option<WriteTarget>) {
         let seq = st.first_seq + st.results.len() as u64;
         st.results.push_back(None);
         st.costs.push_back(cost);
         st.in_flight += cost;
         let shared = self.clone();
-        pool().submit(Box::new(move || shared.fetch(seq, id)));
+        pool().submit(Box::new(move || shared.fetch(seq, id, target)));
     }
 
-    fn fetch(&self, seq: u64, id: ObjectId) {
+    fn fetch(&self, seq: u64, id: ObjectId, target: Option<WriteTarget>) {
         if lock(&self.state).closed {
             return;
         }
         let res = self.repo.get(&id).and_then(|stored| {
             let mut plain = spare_buffer();
             self.key.decrypt_into(Some(&id), &stored, &mut plain)?;
-            Ok((plain, stored.len()))
+            let delivery = match target {
+                Some(t) if plain.len() as u64 == t.expected_len => {
+                    let len = plain.len() as u64;
+                    let error = if t.sparse && crate::fs::apply::is_all_zero(&plain) {
+                        None
+                    } else {
+                        t.file.write_all_at(&plain, t.offset).err()
+                    };
+                    recycle(plain);
+                    Delivery::Written { len, error }
+                }
+                // A chunk whose size differs from the item's record cannot go to a
+                // precomputed offset: the consumer gets the data and handles it.
+                _ => Delivery::Data(plain),
+            };
+            Ok((delivery, stored.len()))
         });
         let mut st = lock(&self.state);
         // The consumer cannot pass an unfinished result, so seq >= first_seq.
@@ -152,7 +193,11 @@ impl Shared {
             *slot = Some(res);
         }
         drop(st);
-        self.changed.notify_all();
+        // Only the head result can unblock the consumer: waking it for others costs a
+        // context switch per object.
+        if index == 0 {
+            self.head_ready.notify_one();
+        }
     }
 }
 
@@ -177,23 +222,31 @@ impl PrefetchFeeder {
         let cost = size_hint.max(1);
         let mut st = lock(&self.shared.state);
         while !st.closed && !self.shared.fits(&st, cost) {
-            st = wait(&self.shared.changed, st);
+            st.feeder_waiting = true;
+            st = wait(&self.shared.space, st);
         }
+        st.feeder_waiting = false;
         if st.closed {
             return false;
         }
-        self.shared.schedule(&mut st, id, cost);
+        self.shared.schedule(&mut st, id, cost, None);
         true
     }
 
-    /// Like [`push`](Self::push) but never blocks: false when the budget is used up now.
-    pub fn try_push(&self, id: ObjectId, size_hint: u64) -> bool {
-        let cost = size_hint.max(1);
+    /// Queue an object whose plaintext the worker writes to `target` itself (the consumer
+    /// then receives [`Delivery::Written`]). Blocks like [`push`](Self::push).
+    pub fn push_write(&self, id: ObjectId, target: WriteTarget) -> bool {
+        let cost = target.expected_len.max(1);
         let mut st = lock(&self.shared.state);
-        if st.closed || !self.shared.fits(&st, cost) {
+        while !st.closed && !self.shared.fits(&st, cost) {
+            st.feeder_waiting = true;
+            st = wait(&self.shared.space, st);
+        }
+        st.feeder_waiting = false;
+        if st.closed {
             return false;
         }
-        self.shared.schedule(&mut st, id, cost);
+        self.shared.schedule(&mut st, id, cost, Some(target));
         true
     }
 }
@@ -201,7 +254,7 @@ impl PrefetchFeeder {
 impl Drop for PrefetchFeeder {
     fn drop(&mut self) {
         lock(&self.shared.state).input_done = true;
-        self.shared.changed.notify_all();
+        self.shared.head_ready.notify_all();
     }
 }
 
@@ -209,7 +262,8 @@ impl Prefetch {
     fn shared(repo: Arc<dyn Repository>, key: Arc<Key>, budget: u64) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            head_ready: Condvar::new(),
+            space: Condvar::new(),
             budget,
             repo,
             key,
@@ -249,7 +303,7 @@ impl Prefetch {
                 self.stashed = Some((id, hint));
                 return;
             }
-            self.shared.schedule(st, id, cost);
+            self.shared.schedule(st, id, cost, None);
         }
     }
 }
@@ -258,6 +312,16 @@ impl Iterator for Prefetch {
     type Item = Result<Fetched>;
 
     fn next(&mut self) -> Option<Result<Fetched>> {
+        Some(self.next_delivery()?.map(|(d, stored_len)| match d {
+            Delivery::Data(plain) => (plain, stored_len),
+            Delivery::Written { .. } => (Vec::new(), stored_len),
+        }))
+    }
+}
+
+impl Prefetch {
+    /// The next result in order, as delivered (data, or written to its target).
+    pub fn next_delivery(&mut self) -> Option<Result<(Delivery, usize)>> {
         let shared = self.shared.clone();
         let mut st = lock(&shared.state);
         loop {
@@ -267,14 +331,18 @@ impl Iterator for Prefetch {
                 let cost = st.costs.pop_front().unwrap_or(0);
                 st.first_seq += 1;
                 st.in_flight -= cost;
+                // Wake a blocked feeder only once half the budget is free (fewer switches).
+                let wake = st.feeder_waiting && st.in_flight <= shared.budget / 2;
                 drop(st);
-                shared.changed.notify_all();
+                if wake {
+                    shared.space.notify_one();
+                }
                 return res;
             }
             if st.results.is_empty() && st.input_done {
                 return None;
             }
-            st = wait(&shared.changed, st);
+            st = wait(&shared.head_ready, st);
         }
     }
 }
@@ -282,7 +350,7 @@ impl Iterator for Prefetch {
 impl Drop for Prefetch {
     fn drop(&mut self) {
         lock(&self.shared.state).closed = true;
-        self.shared.changed.notify_all();
+        self.shared.space.notify_all();
     }
 }
 
