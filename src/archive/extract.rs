@@ -23,11 +23,15 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::archive::item::{ChunkRef, Item};
-use crate::archive::prefetch::{fetch_stopped, recycle, Delivery, Prefetch, PrefetchFeeder, WriteTarget, DEFAULT_BUDGET};
+use crate::archive::prefetch::{
+    fetch_stopped, recycle, Delivery, Prefetch, PrefetchFeeder, WriteTarget, DEFAULT_BUDGET,
+};
 use crate::archive::{display_bytes, Archive, ItemIter};
 use crate::crypto::Key;
 use crate::errors::{Error, Result, WarningKind};
-use crate::fs::{self, BackupOsError, BackupRefusal, DeferredDirs, ExtractGuard, FileWriter, RestoreOptions};
+use crate::fs::{
+    self, BackupOsError, BackupRefusal, DeferredDirs, ExtractGuard, FileWriter, RestoreOptions,
+};
 use crate::output::{self, Level, ProgressPercent};
 use crate::repository::Repository;
 
@@ -65,7 +69,12 @@ const STEPS_AHEAD: usize = 256;
 /// What the creator hands to the finisher, in archive order.
 enum Step {
     /// A created regular file whose `chunks` chunks the workers write into it.
-    File { item: Item, dest: PathBuf, file: Arc<File>, chunks: Vec<ChunkRef> },
+    File {
+        item: Item,
+        dest: PathBuf,
+        file: Arc<File>,
+        chunks: Vec<ChunkRef>,
+    },
     /// Content to consume in order without a file (`--dry-run`, `--stdout`).
     Data { item: Item, chunks: usize },
     /// A created directory; its metadata waits until its contents are done.
@@ -91,9 +100,14 @@ impl HardlinkMasters {
     /// borg's `peek_and_store_hardlink_masters`: remember the chunks of masters that are not
     /// extracted themselves, so a selected slave can get the content.
     fn peek(&mut self, item: &Item, matched: bool) {
-        if self.active && !matched && linkable(item) && item.hardlink_master.unwrap_or(true) && item.source.is_none()
+        if self.active
+            && !matched
+            && linkable(item)
+            && item.hardlink_master.unwrap_or(true)
+            && item.source.is_none()
         {
-            self.map.insert(item.path.clone(), (item.chunks.clone(), None));
+            self.map
+                .insert(item.path.clone(), (item.chunks.clone(), None));
         }
     }
 
@@ -108,7 +122,8 @@ impl HardlinkMasters {
 
     fn extracted_at(&mut self, master: &[u8], path: &[u8]) {
         if self.active {
-            self.map.insert(master.to_vec(), (None, Some(path.to_vec())));
+            self.map
+                .insert(master.to_vec(), (None, Some(path.to_vec())));
         }
     }
 }
@@ -131,7 +146,14 @@ pub fn extract_archive<S: ItemSelector>(
     let mut progress = if opts.progress {
         let mut pi = ProgressPercent::new(0, 0.1, "%5.1f%% Extracting: %s", "extract");
         pi.output("Calculating total archive size for the progress indicator (might take long for large archives)");
-        pi.set_total(total_size(repo.clone(), key.clone(), archive, &mut select, partial, opts)?);
+        pi.set_total(total_size(
+            repo.clone(),
+            key.clone(),
+            archive,
+            &mut select,
+            partial,
+            opts,
+        )?);
         Some(pi)
     } else {
         None
@@ -144,17 +166,27 @@ pub fn extract_archive<S: ItemSelector>(
         feeder,
         opts: opts.clone(),
         guard: ExtractGuard::new(opts.dest.clone()),
-        masters: HardlinkMasters { active: partial, ..Default::default() },
+        masters: HardlinkMasters {
+            active: partial,
+            ..Default::default()
+        },
     };
     let handle = thread::spawn(move || creator.run(select));
-    let mut finisher = Finisher { opts, chunks, dirs: DeferredDirs::new(), stdout: None };
+    let mut finisher = Finisher {
+        opts,
+        chunks,
+        dirs: DeferredDirs::new(),
+        stdout: None,
+    };
     if opts.stdout {
         finisher.stdout = Some(std::io::stdout().lock());
     }
     let result = finisher.serve(&steps_rx, progress.as_mut());
     drop(steps_rx);
     drop(finisher.chunks);
-    let select = handle.join().map_err(|_| Error::exception("extract creator thread panicked"))?;
+    let select = handle
+        .join()
+        .map_err(|_| Error::exception("extract creator thread panicked"))?;
     result?;
     if let Some(pi) = progress.as_mut() {
         pi.finish();
@@ -179,10 +211,15 @@ fn total_size<S: ItemSelector>(
         if item.part.is_some() && !opts.consider_part_files {
             continue;
         }
-        let selected = select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
+        let selected =
+            select(&item.path) && fs::strip_components(&item.path, opts.strip_components).is_some();
         if item.is_hardlink_slave() {
             if selected {
-                total += item.source.as_ref().and_then(|s| masters.remove(s)).unwrap_or(0);
+                total += item
+                    .source
+                    .as_ref()
+                    .and_then(|s| masters.remove(s))
+                    .unwrap_or(0);
             }
             continue;
         }
@@ -258,7 +295,8 @@ impl Creator {
         // A hardlink slave: link to where the master went, or extract the master's content here.
         if linkable(&item) {
             if let Some(source) = item.source.clone() {
-                let (chunks, link_target) = self.masters.lookup(&source, self.opts.strip_components);
+                let (chunks, link_target) =
+                    self.masters.lookup(&source, self.opts.strip_components);
                 if self.opts.writing() {
                     if let Some(target) = link_target {
                         let step = match self.link(&item, &path, &target) {
@@ -299,8 +337,19 @@ impl Creator {
     }
 
     fn queue_data(&mut self, item: Item) -> bool {
-        let chunks: Vec<ChunkRef> = if item.is_regular() { item.chunks.clone().unwrap_or_default() } else { Vec::new() };
-        if self.steps.send(Step::Data { item, chunks: chunks.len() }).is_err() {
+        let chunks: Vec<ChunkRef> = if item.is_regular() {
+            item.chunks.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if self
+            .steps
+            .send(Step::Data {
+                item,
+                chunks: chunks.len(),
+            })
+            .is_err()
+        {
             return false;
         }
         chunks.iter().all(|c| self.feeder.push(c.id, c.size as u64))
@@ -309,8 +358,12 @@ impl Creator {
     fn queue_writes(&mut self, file: Arc<File>, chunks: &[ChunkRef]) -> bool {
         let mut offset = 0u64;
         for c in chunks {
-            let target =
-                WriteTarget { file: file.clone(), offset, expected_len: c.size as u64, sparse: self.opts.sparse };
+            let target = WriteTarget {
+                file: file.clone(),
+                offset,
+                expected_len: c.size as u64,
+                sparse: self.opts.sparse,
+            };
             if !self.feeder.push_write(c.id, target) {
                 return false;
             }
@@ -323,7 +376,9 @@ impl Creator {
     fn prepare(&mut self, path: &[u8]) -> std::result::Result<PathBuf, CreateError> {
         let dest = self.guard.check_item(path)?;
         fs::remove_existing(&dest);
-        self.guard.make_parent(&dest).map_err(|e| BackupOsError::new("makedirs", e, None))?;
+        self.guard
+            .make_parent(&dest)
+            .map_err(|e| BackupOsError::new("makedirs", e, None))?;
         Ok(dest)
     }
 
@@ -332,7 +387,12 @@ impl Creator {
         if item.is_regular() {
             let file = Arc::new(FileWriter::create(&dest, self.opts.sparse)?.into_file());
             let chunks = item.chunks.clone().unwrap_or_default();
-            return Ok(Step::File { item, dest, file, chunks });
+            return Ok(Step::File {
+                item,
+                dest,
+                file,
+                chunks,
+            });
         }
         if item.is_dir() {
             if std::fs::symlink_metadata(&dest).is_err() {
@@ -358,9 +418,15 @@ impl Creator {
         Ok(Step::Done)
     }
 
-    fn link(&mut self, item: &Item, path: &[u8], target: &[u8]) -> std::result::Result<(), CreateError> {
+    fn link(
+        &mut self,
+        item: &Item,
+        path: &[u8],
+        target: &[u8],
+    ) -> std::result::Result<(), CreateError> {
         let source = item.source.as_deref().unwrap_or_default();
-        self.guard.check_hardlink_source(source, self.opts.strip_components)?;
+        self.guard
+            .check_hardlink_source(source, self.opts.strip_components)?;
         let dest = self.prepare(path)?;
         let target = self.opts.dest.join(std::ffi::OsStr::from_bytes(target));
         Ok(fs::hardlink(&target, &dest)?)
@@ -396,7 +462,11 @@ struct Finisher<'a> {
 }
 
 impl Finisher<'_> {
-    fn serve(&mut self, steps: &Receiver<Step>, mut progress: Option<&mut ProgressPercent>) -> Result<()> {
+    fn serve(
+        &mut self,
+        steps: &Receiver<Step>,
+        mut progress: Option<&mut ProgressPercent>,
+    ) -> Result<()> {
         for step in steps.iter() {
             if let Step::Failed(e) = step {
                 return Err(e);
@@ -408,14 +478,20 @@ impl Finisher<'_> {
 
     fn step(&mut self, step: Step, progress: Option<&mut ProgressPercent>) -> Result<()> {
         match step {
-            Step::File { item, dest, file, chunks } => {
+            Step::File {
+                item,
+                dest,
+                file,
+                chunks,
+            } => {
                 self.close_dirs_before(&item);
                 self.file(item, &dest, &file, &chunks, progress)
             }
             Step::Data { item, chunks } => self.data(item, chunks, progress),
             Step::Dir { item, dest } => {
                 self.close_dirs_before(&item);
-                let path = fs::strip_components(&item.path, self.opts.strip_components).unwrap_or_default();
+                let path = fs::strip_components(&item.path, self.opts.strip_components)
+                    .unwrap_or_default();
                 self.dirs.push(path, (item, dest));
                 Ok(())
             }
@@ -433,7 +509,9 @@ impl Finisher<'_> {
 
     /// The next completion in order.
     fn next(&mut self) -> Result<(Delivery, usize)> {
-        self.chunks.next_delivery().unwrap_or_else(|| Err(fetch_stopped()))
+        self.chunks
+            .next_delivery()
+            .unwrap_or_else(|| Err(fetch_stopped()))
     }
 
     fn file(
@@ -488,7 +566,12 @@ impl Finisher<'_> {
         Ok(())
     }
 
-    fn data(&mut self, item: Item, chunks: usize, mut progress: Option<&mut ProgressPercent>) -> Result<()> {
+    fn data(
+        &mut self,
+        item: Item,
+        chunks: usize,
+        mut progress: Option<&mut ProgressPercent>,
+    ) -> Result<()> {
         let shown = display_bytes(&item.path);
         let mut written = 0u64;
         for _ in 0..chunks {
@@ -521,14 +604,18 @@ fn check_content(item: &Item, shown: &str, written: u64) {
         if size != written {
             output::warn_kind(
                 WarningKind::BackupError,
-                &format!("{shown}: Size inconsistency detected: size {size}, chunks size {written}"),
+                &format!(
+                    "{shown}: Size inconsistency detected: size {size}, chunks size {written}"
+                ),
             );
         }
     }
     if !item.healthy() {
         output::warn_kind(
             WarningKind::BackupError,
-            &format!("{shown}: File has damaged (all-zero) chunks. Try running borg check --repair."),
+            &format!(
+                "{shown}: File has damaged (all-zero) chunks. Try running borg check --repair."
+            ),
         );
     }
 }
@@ -539,8 +626,12 @@ fn finish_dirs(opts: &ExtractOptions, dirs: &mut DeferredDirs<(Item, PathBuf)>) 
         return;
     }
     let dirs = dirs.drain();
-    let mut pi =
-        ProgressPercent::new(dirs.len() as u64, 1.0, "Setting directory permissions %3.0f%%", "extract.permissions");
+    let mut pi = ProgressPercent::new(
+        dirs.len() as u64,
+        1.0,
+        "Setting directory permissions %3.0f%%",
+        "extract.permissions",
+    );
     for (item, dest) in dirs {
         pi.show_increase(1, None);
         restore(&opts.restore, &item, &dest, None);

@@ -37,7 +37,10 @@ pub enum Delivery {
     /// The plaintext itself.
     Data(Vec<u8>),
     /// The plaintext went to its [`WriteTarget`]: its length, and the write error if any.
-    Written { len: u64, error: Option<std::io::Error> },
+    Written {
+        len: u64,
+        error: Option<std::io::Error>,
+    },
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -153,7 +156,13 @@ impl Shared {
     }
 
     /// Queue `id` for fetching (the caller checked the budget).
-    fn schedule(self: &Arc<Self>, st: &mut State, id: ObjectId, cost: u64, target: Option<WriteTarget>) {
+    fn schedule(
+        self: &Arc<Self>,
+        st: &mut State,
+        id: ObjectId,
+        cost: u64,
+        target: Option<WriteTarget>,
+    ) {
         let seq = st.first_seq + st.results.len() as u64;
         st.results.push_back(None);
         st.costs.push_back(cost);
@@ -414,7 +423,10 @@ mod tests {
         }
     }
 
-    fn repo_with(n: usize) -> (Arc<dyn Repository>, Arc<Key>, Vec<(ObjectId, Vec<u8>)>) {
+    /// A repository, its key, and the objects' ids and plaintexts in order.
+    type Fixture = (Arc<dyn Repository>, Arc<Key>, Vec<(ObjectId, Vec<u8>)>);
+
+    fn repo_with(n: usize) -> Fixture {
         let key = Key::plaintext([0; 32]);
         let mut objects = HashMap::new();
         let mut order = Vec::new();

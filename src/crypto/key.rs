@@ -231,7 +231,7 @@ impl ObjectMac {
             ObjectMac::Blake2(b) => {
                 let mut b = b.clone();
                 b.update(data);
-                b.finalize().into()
+                b.finalize()
             }
         }
     }
@@ -430,7 +430,7 @@ impl Key {
             IdHasher::Blake2(b) => {
                 let mut b = b.clone();
                 b.update(data);
-                b.finalize().into()
+                b.finalize()
             }
         }
     }
