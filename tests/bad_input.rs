@@ -261,3 +261,53 @@ fn truncated_key_file_and_repokey_are_clear_errors() {
     );
     assert!(msgid_of(&out).is_some(), "{}", stderr(&out));
 }
+
+/// The security-dir checks borg makes on every access (repository-format.md §8.1).
+#[test]
+fn security_dir_checks_relocation_replay_and_key_type() {
+    let Some(fx) = fixtures_or_skip("security_dir_checks_relocation_replay_and_key_type") else {
+        return;
+    };
+    let s = Scratch::new();
+    s.copy_fixture(&fx, "repokey");
+    let mut env = s.env();
+    env.retain(|(k, _)| k != "BORG_RELOCATED_REPO_ACCESS_IS_OK");
+    // First access remembers the repository.
+    ok(rborg(&["list", "../repos/repokey"], &s.work(), &env));
+    let id = std::fs::read_to_string(s.path().join("repos/repokey/config"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("id = ").map(str::to_string))
+        .unwrap();
+    let sec = s.base().join(".config/borg/security").join(&id);
+    assert_eq!(std::fs::read_to_string(sec.join("key-type")).unwrap(), "3");
+    assert!(sec.join("tam_required").exists());
+
+    // Moved repository: borg asks; "no" (EOF) aborts with RepositoryAccessAborted (62).
+    std::fs::rename(s.path().join("repos/repokey"), s.path().join("repos/moved")).unwrap();
+    let out = rborg(&["--log-json", "list", "../repos/moved"], &s.work(), &env);
+    assert_eq!(out.status.code(), Some(62), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"type\": \"question_prompt\""));
+    let mut yes = env.clone();
+    yes.push(("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()));
+    let out = ok(rborg(&["list", "../repos/moved"], &s.work(), &yes));
+    assert!(stderr(&out).contains("yes (from BORG_RELOCATED_REPO_ACCESS_IS_OK)"));
+    let loc = std::fs::read_to_string(sec.join("location")).unwrap();
+    assert!(loc.ends_with("repos/moved"), "{loc}");
+
+    // A security dir that saw a newer manifest: replay refused (64).
+    std::fs::write(sec.join("manifest-timestamp"), "2999-01-01T00:00:00.000000").unwrap();
+    let out = rborg(&["--log-json", "list", "../repos/moved"], &s.work(), &env);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(msgid_of(&out).as_deref(), Some("Cache.RepositoryReplay"));
+
+    // Another key type than remembered: refused (61).
+    std::fs::write(sec.join("manifest-timestamp"), "").unwrap();
+    std::fs::write(sec.join("key-type"), "2").unwrap();
+    let out = rborg(&["--log-json", "list", "../repos/moved"], &s.work(), &env);
+    assert_eq!(out.status.code(), Some(61), "{}", stderr(&out));
+    assert_eq!(
+        msgid_of(&out).as_deref(),
+        Some("Cache.EncryptionMethodMismatch")
+    );
+}

@@ -1173,15 +1173,13 @@ fn insufficient_free_space_rolls_back() {
     assert_eq!(snapshot(&repo), before);
 }
 
-/// Scale smoke test (run with `--ignored`): many objects, commit, replay, lookups.
+/// Many objects: commit, reload the index, replay without index, every object readable.
 #[test]
-#[ignore]
-fn perf_smoke_many_objects() {
+fn many_objects_commit_reload_and_replay() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("r");
-    let n = 200_000u32;
+    let n = 50_000u32;
     let id = |i: u32| -> ObjectId { Sha256::digest(i.to_le_bytes()).into() };
-    let t0 = std::time::Instant::now();
     {
         let r = LocalRepository::init(&repo, false, 0, false, 1.0).unwrap();
         for i in 0..n {
@@ -1189,23 +1187,13 @@ fn perf_smoke_many_objects() {
         }
         r.commit(false, 0.1, false).unwrap();
     }
-    eprintln!("put+commit {n}: {:?}", t0.elapsed());
-    let t0 = std::time::Instant::now();
-    {
-        let r = open_ro(&repo);
-        assert_eq!(r.len().unwrap(), n as usize);
-    }
-    eprintln!("open+load index: {:?}", t0.elapsed());
+    assert_eq!(open_ro(&repo).len().unwrap(), n as usize);
     remove_index_files(&repo);
-    let t0 = std::time::Instant::now();
     let r = open_ro(&repo);
     assert_eq!(r.len().unwrap(), n as usize);
-    eprintln!("replay: {:?}", t0.elapsed());
-    let t0 = std::time::Instant::now();
     for i in (0..n).step_by(7) {
-        r.get(&id(i)).unwrap();
+        assert_eq!(r.get(&id(i)).unwrap(), i.to_le_bytes().repeat(8));
     }
-    eprintln!("gets: {:?}", t0.elapsed());
 }
 
 #[test]
