@@ -311,3 +311,43 @@ fn security_dir_checks_relocation_replay_and_key_type() {
         Some("Cache.EncryptionMethodMismatch")
     );
 }
+
+/// Interrupted while holding the repository lock (blocked writing to stdout), rborg exits with
+/// 128+SIGINT and leaves no lock behind, even when the signal arrives twice (timeout(1) sends
+/// it to the process and to its group).
+#[test]
+fn interrupt_releases_the_repository_lock() {
+    let Some(fx) = fixtures_or_skip("interrupt_releases_the_repository_lock") else { return };
+    let s = Scratch::new();
+    let repo = s.copy_fixture(&fx, "repokey");
+    let mut cmd = std::process::Command::new(rborg_bin());
+    cmd.args(["extract", "--stdout", "../repos/repokey::a1"]).current_dir(s.work());
+    for (k, v) in s.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The archive's content is larger than a pipe buffer: rborg blocks writing, lock held.
+    let roster = repo.join("lock.roster");
+    for _ in 0..100 {
+        if roster.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(roster.exists(), "rborg should hold a shared lock while extracting");
+    let pid = child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+        libc::kill(pid, libc::SIGINT);
+    }
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Keyboard interrupt"), "{}", stderr(&out));
+    assert!(!roster.exists(), "lock.roster left behind");
+    assert!(!repo.join("lock.exclusive").exists(), "lock.exclusive left behind");
+}

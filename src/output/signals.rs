@@ -72,6 +72,12 @@ pub fn received_signal() -> Option<i32> {
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if TERMINATING.load(Ordering::Relaxed) {
+        // A repeat of the signal being handled is ignored: senders like timeout(1) deliver it
+        // twice (to the process and to its group), and exiting at once would abandon the
+        // cleanup (lock release) half done. A different signal ends the process now.
+        if RECEIVED.load(Ordering::Relaxed) == sig {
+            return;
+        }
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(128 + sig) };
     }
@@ -136,8 +142,8 @@ fn watch(read_fd: libc::c_int) {
 
 /// Ends the process for signal `sig` as borg does.
 fn terminate(sig: i32) -> ! {
-    TERMINATING.store(true, Ordering::Relaxed);
     RECEIVED.store(sig, Ordering::Relaxed);
+    TERMINATING.store(true, Ordering::Relaxed);
     let pending: Vec<Cleanup> = {
         let mut map = cleanups().lock().unwrap_or_else(|e| e.into_inner());
         let keys: Vec<u64> = map.keys().rev().copied().collect();

@@ -10,7 +10,8 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -578,6 +579,10 @@ pub struct Lock {
     roster: LockRoster,
     mutex: ExclusiveLock,
     held: bool,
+    /// What a signal must release: 0 nothing, 1 shared, 2 exclusive (shared with the cleanup).
+    held_mode: Arc<AtomicU8>,
+    /// The release registered to run when a signal ends the process.
+    cleanup: Option<crate::output::signals::CleanupId>,
 }
 
 impl Lock {
@@ -600,7 +605,30 @@ impl Lock {
             roster: LockRoster::new(Path::new(&roster_path), id.clone()),
             mutex: ExclusiveLock::new(Path::new(&mutex_path), timeout, id),
             held: false,
+            held_mode: Arc::new(AtomicU8::new(0)),
+            cleanup: None,
         }
+    }
+
+    /// Make sure a terminating signal (Ctrl-C, SIGTERM, SIGHUP) still releases this lock, as
+    /// borg's exit handling does: other hosts would otherwise see it held forever.
+    fn register_cleanup(&mut self) {
+        if self.cleanup.is_some() {
+            return;
+        }
+        let path = self.path.clone();
+        let id = self.roster.id.clone();
+        let mode = self.held_mode.clone();
+        self.cleanup = Some(crate::output::signals::add_cleanup(move || {
+            let exclusive = match mode.load(Ordering::SeqCst) {
+                1 => false,
+                2 => true,
+                _ => return,
+            };
+            let mut lock = Lock::with_id(&path, exclusive, Some(1.0), id.clone());
+            lock.held = true;
+            let _ = lock.release();
+        }));
     }
 
     /// Acquire in the mode given at construction.
@@ -630,6 +658,8 @@ impl Lock {
         }
         self.is_exclusive = exclusive;
         self.held = true;
+        self.held_mode.store(if exclusive { 2 } else { 1 }, Ordering::SeqCst);
+        self.register_cleanup();
         Ok(())
     }
 
@@ -671,6 +701,10 @@ impl Lock {
             return Ok(());
         }
         self.held = false;
+        self.held_mode.store(0, Ordering::SeqCst);
+        if let Some(id) = self.cleanup.take() {
+            crate::output::signals::remove_cleanup(id);
+        }
         if self.is_exclusive {
             self.roster.modify(EXCLUSIVE, false)?;
             if self.roster.empty(&[EXCLUSIVE, SHARED]) {
