@@ -2248,32 +2248,12 @@ fn repr(s: &str) -> String {
     python_repr_str(s, false)
 }
 
-/// Python's `int(text)`: optional whitespace and sign, digits with single `_` separators.
-fn python_int(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.chars().all(|c| c.is_ascii_digit() || c == '_')
-    {
-        return None;
-    }
-    let v: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if neg { -v } else { v })
-}
-
 fn parse_int(s: &str) -> Result<i64, String> {
-    python_int(s).ok_or_else(|| format!("invalid int value: {}", repr(s)))
+    rborg::python::parse_int(s).ok_or_else(|| format!("invalid int value: {}", repr(s)))
 }
 
 fn parse_positive_int(s: &str) -> Result<u64, String> {
-    let v = python_int(s)
+    let v = rborg::python::parse_int(s)
         .ok_or_else(|| format!("invalid positive_int_validator value: {}", repr(s)))?;
     if v <= 0 {
         return Err(format!("A positive integer is required: {s}"));
@@ -2389,7 +2369,9 @@ fn parse_interval(s: &str) -> Result<i64, String> {
         ));
     };
     let number = &s[..s.len() - last.map(char::len_utf8).unwrap_or(0)];
-    let hours = python_int(number).map(|n| n * factor).unwrap_or(-1);
+    let hours = rborg::python::parse_int(number)
+        .map(|n| n * factor)
+        .unwrap_or(-1);
     if hours <= 0 {
         return Err(format!(
             "Unexpected interval number \"{number}\": expected an integer greater than 0"

@@ -46,60 +46,11 @@ impl Default for CompressionSpec {
 fn invalid_spec(spec: &str) -> Error {
     Error {
         kind: ErrorKind::Error,
-        message: format!("invalid CompressionSpec value: {}", py_repr(spec)),
+        message: format!(
+            "invalid CompressionSpec value: {}",
+            crate::python::repr(spec)
+        ),
     }
-}
-
-/// Python's `repr()` of a text string (quote choice and escapes of the common cases).
-pub(crate) fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
-/// Python's `int()` on a text argument: surrounding whitespace, a sign and `_` between digits.
-fn py_int(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let (neg, digits) = match t.as_bytes().first()? {
-        b'+' => (false, &t[1..]),
-        b'-' => (true, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return None;
-    }
-    let cleaned: String = digits.chars().filter(|c| *c != '_').collect();
-    if !cleaned.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let v: i64 = cleaned.parse().ok()?;
-    Some(if neg { -v } else { v })
 }
 
 impl CompressionSpec {
@@ -115,7 +66,7 @@ impl CompressionSpec {
         let level = |min: i64, max: i64, default: i64| -> Option<i64> {
             match count {
                 1 => Some(default),
-                2 => py_int(values[1]).filter(|l| (min..=max).contains(l)),
+                2 => crate::python::parse_int(values[1]).filter(|l| (min..=max).contains(l)),
                 _ => None,
             }
         };
@@ -130,7 +81,7 @@ impl CompressionSpec {
                 Some(CompressionSpec::Auto(Box::new(inner)))
             }
             "obfuscate" if (3..=5).contains(&count) => {
-                let level = py_int(values[1])?;
+                let level = crate::python::parse_int(values[1])?;
                 let valid =
                     (1..=6).contains(&level) || (110..=123).contains(&level) || level == 250;
                 if !valid {

@@ -16,6 +16,7 @@ pub mod msgpack;
 pub mod output;
 pub mod paths;
 pub mod patterns;
+pub mod python;
 pub mod repository;
 
 #[cfg(test)]

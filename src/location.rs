@@ -252,7 +252,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |v: &Option<String>| {
             v.as_deref()
-                .map(crate::chunker::py_repr)
+                .map(crate::python::repr)
                 .unwrap_or_else(|| "None".into())
         };
         let proto = match self.proto {
@@ -268,7 +268,7 @@ impl fmt::Display for Location {
             "proto={proto}, user={}, host={}, port={port}, path={}, archive={}",
             opt(&self.user),
             opt(&self.host),
-            crate::chunker::py_repr(&self.path),
+            crate::python::repr(&self.path),
             opt(&self.archive)
         )
     }
@@ -541,7 +541,7 @@ impl PlaceholderData {
             .iter()
             .map(|k| {
                 let v = match self.get(k) {
-                    Some(Value::Str(s)) => crate::chunker::py_repr(&s),
+                    Some(Value::Str(s)) => crate::python::repr(&s),
                     Some(Value::Int(i)) => i.to_string(),
                     _ => "<borg.helpers.parseformat.DatetimeWrapper object>".to_string(),
                 };
@@ -780,14 +780,11 @@ fn build_string(
                 }
                 let value = data
                     .get(first)
-                    .ok_or_else(|| ("KeyError", crate::chunker::py_repr(first)))?;
+                    .ok_or_else(|| ("KeyError", crate::python::repr(first)))?;
                 if first_len < name.len() {
                     return Err((
                         "AttributeError",
-                        format!(
-                            "unsupported field access {}",
-                            crate::chunker::py_repr(&name)
-                        ),
+                        format!("unsupported field access {}", crate::python::repr(&name)),
                     ));
                 }
                 let spec = if spec.contains('{') {
@@ -799,7 +796,7 @@ fn build_string(
                     None => value,
                     Some('s') => Value::Str(value_str(&value)),
                     Some('r') | Some('a') => Value::Str(match &value {
-                        Value::Str(s) => crate::chunker::py_repr(s),
+                        Value::Str(s) => crate::python::repr(s),
                         _ => value_str(&value),
                     }),
                     Some(c) => {

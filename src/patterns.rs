@@ -1019,7 +1019,7 @@ pub fn parse_inclexcl_command(line: &[u8], default_style: Style) -> Result<Patte
     let rest_chars = &chars[1..];
     let skip = rest_chars
         .iter()
-        .take_while(|&&c| char::from_u32(c).is_some_and(is_py_space))
+        .take_while(|&&c| char::from_u32(c).is_some_and(crate::python::is_py_space))
         .count();
     let value = encode_chars_raw(&rest_chars[skip..]);
     if value.is_empty() {
@@ -1047,11 +1047,6 @@ pub fn parse_inclexcl_command(line: &[u8], default_style: Style) -> Result<Patte
     })
 }
 
-/// Python's `str.isspace()` for one character.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
 /// Lines of a text file as borg's `clean_lines`: split at `\n`, `\r\n`, `\r`; whitespace
 /// stripped at both ends; empty lines and `#` comment lines dropped.
 fn clean_lines(content: &[u8]) -> Vec<Vec<u8>> {
@@ -1061,7 +1056,7 @@ fn clean_lines(content: &[u8]) -> Vec<Vec<u8>> {
         .flat_map(|l| l.split(|&b| b == b'\r'))
     {
         let chars = decode_chars(raw);
-        let is_space = |c: &&u32| char::from_u32(**c).is_some_and(is_py_space);
+        let is_space = |c: &&u32| char::from_u32(**c).is_some_and(crate::python::is_py_space);
         let start = chars.iter().take_while(is_space).count();
         let end = chars.len() - chars[start..].iter().rev().take_while(is_space).count();
         let line = encode_chars_raw(&chars[start..end]);
@@ -1118,7 +1113,7 @@ impl PatternList {
     pub fn add_exclude(&mut self, text: &[u8]) -> Result<()> {
         let (pattern, action) = parse_exclude_pattern(text).map_err(|e| {
             if e.message.starts_with("Unknown pattern style") {
-                let shown = crate::chunker::py_repr(&String::from_utf8_lossy(text));
+                let shown = crate::python::repr(&String::from_utf8_lossy(text));
                 pattern_error(format!("invalid parse_exclude_pattern value: {shown}"))
             } else {
                 e
@@ -1182,7 +1177,7 @@ impl PatternList {
 /// Read a patterns file; a failure is borg's `Error: [Errno N] <strerror>: '<file>'`.
 fn read_pattern_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        let name = crate::chunker::py_repr(&path.to_string_lossy());
+        let name = crate::python::repr(&path.to_string_lossy());
         match e.raw_os_error() {
             Some(code) => Error::generic(format!(
                 "[Errno {code}] {}: {name}",

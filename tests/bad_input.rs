@@ -317,11 +317,14 @@ fn security_dir_checks_relocation_replay_and_key_type() {
 /// it to the process and to its group).
 #[test]
 fn interrupt_releases_the_repository_lock() {
-    let Some(fx) = fixtures_or_skip("interrupt_releases_the_repository_lock") else { return };
+    let Some(fx) = fixtures_or_skip("interrupt_releases_the_repository_lock") else {
+        return;
+    };
     let s = Scratch::new();
     let repo = s.copy_fixture(&fx, "repokey");
     let mut cmd = std::process::Command::new(rborg_bin());
-    cmd.args(["extract", "--stdout", "../repos/repokey::a1"]).current_dir(s.work());
+    cmd.args(["extract", "--stdout", "../repos/repokey::a1"])
+        .current_dir(s.work());
     for (k, v) in s.env() {
         cmd.env(k, v);
     }
@@ -338,7 +341,10 @@ fn interrupt_releases_the_repository_lock() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(roster.exists(), "rborg should hold a shared lock while extracting");
+    assert!(
+        roster.exists(),
+        "rborg should hold a shared lock while extracting"
+    );
     let pid = child.id() as i32;
     unsafe {
         libc::kill(pid, libc::SIGINT);
@@ -347,7 +353,14 @@ fn interrupt_releases_the_repository_lock() {
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Keyboard interrupt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Keyboard interrupt"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!roster.exists(), "lock.roster left behind");
-    assert!(!repo.join("lock.exclusive").exists(), "lock.exclusive left behind");
+    assert!(
+        !repo.join("lock.exclusive").exists(),
+        "lock.exclusive left behind"
+    );
 }

@@ -73,9 +73,14 @@ impl ChunkerParams {
     /// message, e.g. `required: chunk_min <= chunk_mask <= chunk_max` or
     /// `invalid ChunkerParams value: 'x'` (non-integer fields).
     pub fn parse(text: &str) -> Result<ChunkerParams> {
-        let params: Vec<&str> = py_strip(text).split(',').collect();
-        let invalid_value = || arg_error(format!("invalid ChunkerParams value: {}", py_repr(text)));
-        let int = |s: &str| parse_py_int(s).ok_or_else(invalid_value);
+        let params: Vec<&str> = crate::python::strip(text).split(',').collect();
+        let invalid_value = || {
+            arg_error(format!(
+                "invalid ChunkerParams value: {}",
+                crate::python::repr(text)
+            ))
+        };
+        let int = |s: &str| crate::python::parse_int(s).ok_or_else(invalid_value);
         let count = params.len();
         let algo = params[0].to_lowercase();
         if algo == "fixed" && (2..=3).contains(&count) {
@@ -264,68 +269,6 @@ impl fmt::Display for ChunkerParams {
             ChunkerParams::Fixed { block, header } => write!(f, "fixed,{block},{header}"),
         }
     }
-}
-
-/// Python's `str.strip()` whitespace (ASCII and Unicode, including \x1c–\x1f).
-pub(crate) fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-fn py_strip(s: &str) -> &str {
-    s.trim_matches(is_py_space)
-}
-
-/// Python's `int(s)` for base 10: surrounding whitespace, a sign, digits with single
-/// underscores between them.
-fn parse_py_int(s: &str) -> Option<i64> {
-    let s = py_strip(s);
-    let (negative, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for c in digits.chars().filter(|&c| c != '_') {
-        let d = c.to_digit(10)? as i64;
-        value = value.checked_mul(10)?.checked_add(d)?;
-    }
-    Some(if negative { -value } else { value })
-}
-
-/// Python's `repr()` of a str (quote choice and escapes).
-pub(crate) fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }
 
 /// One piece of an input.

@@ -103,7 +103,7 @@ fn info_archives(
             continue;
         };
         let (nfiles, osize, csize) = a.totals(ctx.common.consider_part_files);
-        let (_, dsize) = a.counts.unique_against(&chunks.master);
+        let dsize = a.counts.stats_against(&chunks.master)?.unique_csize;
         let meta = &a.archive.meta;
         let start = meta.start()?;
         let end = meta.end()?;

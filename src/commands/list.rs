@@ -6,9 +6,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use rborg::archive::{Archive, Operation};
-use rborg::cache::stats::{sync_all, ChunkCounts};
+use rborg::cache::stats::sync_all;
 use rborg::crypto::Key;
 use rborg::errors::{Error, Result};
+use rborg::hashindex::ChunkIndex;
 use rborg::output::listing::{
     ArchiveView, ItemExtras, ItemView, ARCHIVE_META_KEYS, DEFAULT_ARCHIVE_FORMAT,
     DEFAULT_ITEM_FORMAT, HASH_KEYS, KEYS_REQUIRING_CHUNK_COUNTS,
@@ -135,7 +136,7 @@ fn list_archive(ctx: &Context, args: &ListArgs, opened: &Opened, name: &str) -> 
 }
 
 /// (dsize, dcsize, unique_chunks): chunks referenced as often repository-wide as in this item.
-fn unique_chunks(master: &ChunkCounts, item: &rborg::archive::Item) -> (u64, u64, u64) {
+fn unique_chunks(master: &ChunkIndex, item: &rborg::archive::Item) -> (u64, u64, u64) {
     let Some(chunks) = &item.chunks else {
         return (0, 0, 0);
     };
@@ -145,11 +146,7 @@ fn unique_chunks(master: &ChunkCounts, item: &rborg::archive::Item) -> (u64, u64
     }
     let mut out = (0, 0, 0);
     for c in chunks {
-        if master
-            .map
-            .get(&c.id)
-            .is_some_and(|e| e.refcount == here[&c.id])
-        {
+        if master.get(&c.id).is_some_and(|e| e.refcount == here[&c.id]) {
             out.0 += c.size as u64;
             out.1 += c.csize as u64;
             out.2 += 1;

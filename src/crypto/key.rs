@@ -717,7 +717,7 @@ impl Key {
                 }
                 output::debug(&format!(
                     "Ignoring manifest TAM made with unsupported suite, since TAM is not required: {}",
-                    compress::py_repr(&suite)
+                    crate::python::repr(&suite)
                 ));
                 Ok((value, false))
             }
@@ -785,7 +785,7 @@ impl Key {
                 }
                 output::debug(&format!(
                     "Ignoring archive TAM made with unsupported suite, since TAM is not required: {}",
-                    compress::py_repr(&suite)
+                    crate::python::repr(&suite)
                 ));
                 Ok((value, false, None))
             }
@@ -850,7 +850,7 @@ fn unsupported_suite(suite: &str) -> Error {
     // borg passes repr(suite) to a `{!r}` template, so the text is quoted twice.
     Error::new(
         ErrorKind::TAMUnsupportedSuiteError,
-        [compress::py_repr(&compress::py_repr(suite))],
+        [crate::python::repr(&crate::python::repr(suite))],
     )
 }
 

@@ -86,7 +86,7 @@ impl PassphraseEnv for SystemEnv {
 
 /// Python's repr of a list of strings, for borg's CalledProcessError text.
 fn py_list_repr(items: &[String]) -> String {
-    let parts: Vec<String> = items.iter().map(|s| crate::compress::py_repr(s)).collect();
+    let parts: Vec<String> = items.iter().map(|s| crate::python::repr(s)).collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -103,10 +103,7 @@ fn run_command(argv: &[String]) -> std::result::Result<String, String> {
         .map_err(|e| {
             let errno = e.raw_os_error().unwrap_or(0);
             let desc = nix::errno::Errno::from_raw(errno).desc();
-            format!(
-                "[Errno {errno}] {desc}: {}",
-                crate::compress::py_repr(program)
-            )
+            format!("[Errno {errno}] {desc}: {}", crate::python::repr(program))
         })?;
     if !out.status.success() {
         use std::os::unix::process::ExitStatusExt;

@@ -271,28 +271,7 @@ fn write_section(out: &mut String, name: &str, options: &[(String, String)]) {
     out.push('\n');
 }
 
-/// Python `int(text)`: optional sign, digits, single underscores between digits, whitespace.
-pub fn parse_int(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let (neg, digits) = match t.as_bytes().first()? {
-        b'-' => (true, &t[1..]),
-        b'+' => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return None;
-    }
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if !clean.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let v: i64 = clean.parse().ok()?;
-    Some(if neg { -v } else { v })
-}
+pub use crate::python::parse_int;
 
 /// configparser's boolean rule: 1/yes/true/on, 0/no/false/off (case-insensitive).
 pub fn parse_bool(text: &str) -> Option<bool> {

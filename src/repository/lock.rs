@@ -658,7 +658,8 @@ impl Lock {
         }
         self.is_exclusive = exclusive;
         self.held = true;
-        self.held_mode.store(if exclusive { 2 } else { 1 }, Ordering::SeqCst);
+        self.held_mode
+            .store(if exclusive { 2 } else { 1 }, Ordering::SeqCst);
         self.register_cleanup();
         Ok(())
     }
