@@ -10,12 +10,12 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 
-use crate::crypto::Key;
+use crate::crypto::{DecryptJob, Key};
 use crate::errors::{Error, Result};
 use crate::repository::{ObjectId, Repository};
 
 /// Bytes of plaintext that may be in flight (fetched but not yet consumed).
-pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_BUDGET: u64 = 48 * 1024 * 1024;
 
 /// A decrypted object and the length of its stored (encrypted) form.
 pub type Fetched = (Vec<u8>, usize);
@@ -43,7 +43,16 @@ pub enum Delivery {
     },
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// One object to fetch for a [`Prefetch`], with its place in that prefetch's order.
+struct Job {
+    shared: Arc<Shared>,
+    seq: u64,
+    id: ObjectId,
+    target: Option<WriteTarget>,
+}
+
+/// Objects a worker takes at once (decrypted side by side: see [`Key::decrypt_many`]).
+const BATCH: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,16 +95,30 @@ impl WorkerPool {
 
     fn work(&self) {
         loop {
-            let job = {
+            let batch = {
                 let mut jobs = lock(&self.jobs);
-                loop {
-                    if let Some(j) = jobs.pop_front() {
-                        break j;
-                    }
+                while jobs.is_empty() {
                     jobs = wait(&self.ready, jobs);
                 }
+                // Up to BATCH jobs of the same prefetch (same repository and key).
+                let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+                while batch.len() < BATCH {
+                    match jobs.front() {
+                        Some(j)
+                            if batch
+                                .first()
+                                .is_none_or(|f| Arc::ptr_eq(&f.shared, &j.shared)) =>
+                        {
+                            batch.extend(jobs.pop_front());
+                        }
+                        _ => break,
+                    }
+                }
+                batch
             };
-            job();
+            if let Some(first) = batch.first() {
+                first.shared.clone().fetch(batch);
+            }
         }
     }
 }
@@ -105,7 +128,7 @@ impl WorkerPool {
 static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Bytes of spare buffers kept for reuse.
-const SPARE_LIMIT: usize = 32 << 20;
+const SPARE_LIMIT: usize = 16 << 20;
 
 /// Give a consumed plaintext buffer back for reuse.
 pub fn recycle(mut buf: Vec<u8>) {
@@ -167,46 +190,85 @@ impl Shared {
         st.results.push_back(None);
         st.costs.push_back(cost);
         st.in_flight += cost;
-        let shared = self.clone();
-        pool().submit(Box::new(move || shared.fetch(seq, id, target)));
+        pool().submit(Job {
+            shared: self.clone(),
+            seq,
+            id,
+            target,
+        });
     }
 
-    fn fetch(&self, seq: u64, id: ObjectId, target: Option<WriteTarget>) {
+    /// Fetch, authenticate and decrypt a batch of this prefetch's jobs, write those with a
+    /// target, and store the results.
+    fn fetch(&self, batch: Vec<Job>) {
         if lock(&self.state).closed {
             return;
         }
-        let res = self.repo.get(&id).and_then(|stored| {
-            let mut plain = spare_buffer();
-            self.key.decrypt_into(Some(&id), &stored, &mut plain)?;
-            let delivery = match target {
-                Some(t) if plain.len() as u64 == t.expected_len => {
-                    let len = plain.len() as u64;
-                    let error = if t.sparse && crate::fs::apply::is_all_zero(&plain) {
-                        None
-                    } else {
-                        t.file.write_all_at(&plain, t.offset).err()
-                    };
-                    recycle(plain);
-                    Delivery::Written { len, error }
-                }
-                // A chunk whose size differs from the item's record cannot go to a
-                // precomputed offset: the consumer gets the data and handles it.
-                _ => Delivery::Data(plain),
-            };
-            Ok((delivery, stored.len()))
-        });
+        let stored: Vec<Result<Vec<u8>>> = batch.iter().map(|j| self.repo.get(&j.id)).collect();
+        let mut decrypts: Vec<DecryptJob> = batch
+            .iter()
+            .zip(&stored)
+            .filter_map(|(j, st)| st.as_ref().ok().map(|st| (j, st)))
+            .map(|(j, st)| DecryptJob {
+                id: Some(j.id),
+                stored: st,
+                out: spare_buffer(),
+                result: Ok(()),
+            })
+            .collect();
+        self.key.decrypt_many(&mut decrypts);
+        let mut decrypted = decrypts.into_iter();
+        let results: Vec<(u64, Result<(Delivery, usize)>)> = batch
+            .into_iter()
+            .zip(&stored)
+            .map(|(job, st)| {
+                let res = match st {
+                    Err(e) => Err(e.clone()),
+                    Ok(st) => {
+                        let d = decrypted
+                            .next()
+                            .expect("one decrypt job per fetched object");
+                        d.result.map(|()| (deliver(d.out, job.target), st.len()))
+                    }
+                };
+                (job.seq, res)
+            })
+            .collect();
         let mut st = lock(&self.state);
-        // The consumer cannot pass an unfinished result, so seq >= first_seq.
-        let index = (seq - st.first_seq) as usize;
-        if let Some(slot) = st.results.get_mut(index) {
-            *slot = Some(res);
+        let mut head_done = false;
+        for (seq, res) in results {
+            // The consumer cannot pass an unfinished result, so seq >= first_seq.
+            let index = (seq - st.first_seq) as usize;
+            if let Some(slot) = st.results.get_mut(index) {
+                *slot = Some(res);
+                head_done |= index == 0;
+            }
         }
         drop(st);
         // Only the head result can unblock the consumer: waking it for others costs a
         // context switch per object.
-        if index == 0 {
+        if head_done {
             self.head_ready.notify_one();
         }
+    }
+}
+
+/// Hand the plaintext over, or write it to its target first.
+fn deliver(plain: Vec<u8>, target: Option<WriteTarget>) -> Delivery {
+    match target {
+        Some(t) if plain.len() as u64 == t.expected_len => {
+            let len = plain.len() as u64;
+            let error = if t.sparse && crate::fs::apply::is_all_zero(&plain) {
+                None
+            } else {
+                t.file.write_all_at(&plain, t.offset).err()
+            };
+            recycle(plain);
+            Delivery::Written { len, error }
+        }
+        // A chunk whose size differs from the item's record cannot go to a precomputed
+        // offset: the consumer gets the data and handles it.
+        _ => Delivery::Data(plain),
     }
 }
 

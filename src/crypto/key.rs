@@ -43,6 +43,21 @@ impl Blake2b256 {
         out.copy_from_slice(self.0.finalize().as_bytes());
         out
     }
+
+    /// Continue this state with each input, hashing the inputs side by side (SIMD lanes).
+    fn many<'a>(&self, inputs: impl Iterator<Item = &'a [u8]>) -> Vec<[u8; 32]> {
+        let inputs: Vec<&[u8]> = inputs.collect();
+        let mut states: Vec<blake2b_simd::State> = inputs.iter().map(|_| self.0.clone()).collect();
+        blake2b_simd::many::update_many(states.iter_mut().zip(inputs.iter().copied()));
+        states
+            .iter()
+            .map(|st| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(st.finalize().as_bytes());
+                out
+            })
+            .collect()
+    }
 }
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 
@@ -465,35 +480,63 @@ impl Key {
             }
             Some(aes) => {
                 self.verify_mac(id, stored)?;
-                let nonce: [u8; 8] = stored[33..41].try_into().expect("8 bytes");
-                let ciphertext = &stored[AES_OVERHEAD..];
-                let mut cipher = new_ctr(aes, nonce);
-                if ciphertext.len() >= 2 {
-                    let mut header = [ciphertext[0], ciphertext[1]];
-                    cipher.apply_keystream(&mut header);
-                    if header == compress::HEADER_NONE {
-                        // Uncompressed payload: decrypt straight into the output.
-                        out.extend_from_slice(&ciphertext[2..]);
-                        cipher.apply_keystream(out);
-                        return self.check_id(id, out);
-                    }
-                }
-                SCRATCH.with(|scratch| -> Result<()> {
-                    let mut buf = scratch
-                        .try_borrow_mut()
-                        .map_err(|_| Error::exception("scratch busy"))?;
-                    buf.clear();
-                    buf.extend_from_slice(ciphertext);
-                    new_ctr(aes, nonce).apply_keystream(&mut buf);
-                    let result = compress::decompress_into(&buf, out);
-                    if buf.capacity() > 32 << 20 {
-                        *buf = Vec::new(); // do not keep huge buffers per thread
-                    }
-                    result
-                })?;
+                decrypt_authenticated(aes, stored, out)?;
             }
         }
         self.check_id(id, out)
+    }
+
+    /// Decrypt a batch of objects; each job gets its own result. In the BLAKE2b modes the MACs
+    /// and the ids of the batch are hashed together, several objects per SIMD pass (about
+    /// twice the throughput of hashing them one by one); otherwise this is a loop over
+    /// [`Key::decrypt_into`].
+    pub fn decrypt_many(&self, jobs: &mut [DecryptJob<'_>]) {
+        let (Some(aes), Some(ObjectMac::Blake2(mac)), IdHasher::Blake2(id_hasher)) =
+            (&self.aes, &self.mac, &self.id_hasher)
+        else {
+            for j in jobs.iter_mut() {
+                j.result = self.decrypt_into(j.id.as_ref(), j.stored, &mut j.out);
+            }
+            return;
+        };
+        if jobs.len() < 2 {
+            for j in jobs.iter_mut() {
+                j.result = self.decrypt_into(j.id.as_ref(), j.stored, &mut j.out);
+            }
+            return;
+        }
+        // 1. envelope checks, then all MACs in one pass
+        for j in jobs.iter_mut() {
+            j.out.clear();
+            j.result = self.check_envelope(j.id.as_ref(), j.stored);
+        }
+        let macs = mac.many(
+            jobs.iter()
+                .filter(|j| j.result.is_ok())
+                .map(|j| &j.stored[33..]),
+        );
+        for (j, mac) in jobs.iter_mut().filter(|j| j.result.is_ok()).zip(macs) {
+            if !bool::from(mac.ct_eq(&j.stored[1..33])) {
+                j.result = Err(mac_failed(j.id.as_ref()));
+            }
+        }
+        // 2. decrypt and decompress the authentic ones
+        for j in jobs.iter_mut().filter(|j| j.result.is_ok()) {
+            j.result = decrypt_authenticated(aes, j.stored, &mut j.out);
+        }
+        // 3. all id checks in one pass
+        let needs_id =
+            |j: &DecryptJob| j.result.is_ok() && j.id.is_some_and(|id| id != MANIFEST_ID);
+        let ids = id_hasher.many(jobs.iter().filter(|j| needs_id(j)).map(|j| &j.out[..]));
+        for (j, computed) in jobs.iter_mut().filter(|j| needs_id(j)).zip(ids) {
+            let id = j.id.unwrap_or_default();
+            if !bool::from(computed.ct_eq(&id)) {
+                j.result = Err(Error::integrity(format!(
+                    "Chunk {}: id verification failed",
+                    hex::encode(id)
+                )));
+            }
+        }
     }
 
     /// The decrypted but still compressed payload (borg's `decrypt(..., decompress=False)`);
@@ -526,8 +569,8 @@ impl Key {
         }
     }
 
-    /// Type byte and MAC check of an AES envelope (the MAC covers nonce + ciphertext).
-    fn verify_mac(&self, id: Option<&ObjectId>, stored: &[u8]) -> Result<()> {
+    /// Type byte and length of an AES envelope.
+    fn check_envelope(&self, id: Option<&ObjectId>, stored: &[u8]) -> Result<()> {
         match stored.first() {
             Some(&b) if self.accepts_type_byte(b) => {}
             _ => {
@@ -537,21 +580,21 @@ impl Key {
                 )))
             }
         }
-        let mac_failed = || {
-            Error::integrity(format!(
-                "Chunk {}: Could not decrypt [MAC Authentication failed]",
-                id_text(id)
-            ))
-        };
         if stored.len() < AES_OVERHEAD {
-            return Err(mac_failed());
+            return Err(mac_failed(id));
         }
+        Ok(())
+    }
+
+    /// Type byte and MAC check of an AES envelope (the MAC covers nonce + ciphertext).
+    fn verify_mac(&self, id: Option<&ObjectId>, stored: &[u8]) -> Result<()> {
+        self.check_envelope(id, stored)?;
         let mac = self.mac.as_ref().expect("AES keys have a MAC");
         let computed = mac.compute(&stored[33..]);
         if bool::from(computed.ct_eq(&stored[1..33])) {
             Ok(())
         } else {
-            Err(mac_failed())
+            Err(mac_failed(id))
         }
     }
 
@@ -858,6 +901,53 @@ fn new_ctr(aes: &Aes256, nonce: [u8; 8]) -> Aes256Ctr {
     let mut iv = [0u8; 16];
     iv[8..].copy_from_slice(&nonce);
     StreamCipherCoreWrapper::from_core(ctr::CtrCore::inner_iv_init(aes.clone(), &iv.into()))
+}
+
+fn mac_failed(id: Option<&ObjectId>) -> Error {
+    Error::integrity(format!(
+        "Chunk {}: Could not decrypt [MAC Authentication failed]",
+        id_text(id)
+    ))
+}
+
+/// Decrypt and decompress an AES envelope whose MAC was verified.
+fn decrypt_authenticated(aes: &Aes256, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let nonce: [u8; 8] = stored[33..41].try_into().expect("8 bytes");
+    let ciphertext = &stored[AES_OVERHEAD..];
+    let mut cipher = new_ctr(aes, nonce);
+    if ciphertext.len() >= 2 {
+        let mut header = [ciphertext[0], ciphertext[1]];
+        cipher.apply_keystream(&mut header);
+        if header == compress::HEADER_NONE {
+            // Uncompressed payload: decrypt straight into the output.
+            out.extend_from_slice(&ciphertext[2..]);
+            cipher.apply_keystream(out);
+            return Ok(());
+        }
+    }
+    SCRATCH.with(|scratch| -> Result<()> {
+        let mut buf = scratch
+            .try_borrow_mut()
+            .map_err(|_| Error::exception("scratch busy"))?;
+        buf.clear();
+        buf.resize(ciphertext.len(), 0);
+        new_ctr(aes, nonce)
+            .apply_keystream_b2b(ciphertext, &mut buf)
+            .map_err(|_| Error::exception("keystream length mismatch"))?;
+        let result = compress::decompress_into(&buf, out);
+        if buf.capacity() > 32 << 20 {
+            *buf = Vec::new(); // do not keep huge buffers per thread
+        }
+        result
+    })
+}
+
+/// One object of a [`Key::decrypt_many`] batch: input, output buffer, and outcome.
+pub struct DecryptJob<'a> {
+    pub id: Option<ObjectId>,
+    pub stored: &'a [u8],
+    pub out: Vec<u8>,
+    pub result: Result<()>,
 }
 
 fn id_text(id: Option<&ObjectId>) -> String {
@@ -1333,5 +1423,68 @@ mod tests {
     fn key_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Key>();
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    /// decrypt_many gives exactly decrypt_into's result for every job, good or bad.
+    #[test]
+    fn batch_decryption_matches_single() {
+        for kt in [
+            KeyType::RepoKeyBlake2,
+            KeyType::KeyFileBlake2,
+            KeyType::RepoKey,
+            KeyType::None,
+        ] {
+            let key = Key::generate(kt, [3; 32]);
+            let mut stored = Vec::new();
+            let mut ids = Vec::new();
+            for i in 0..7usize {
+                let plain: Vec<u8> = (0..i * 1000 + 5).map(|b| (b % 251) as u8).collect();
+                let spec = if i % 2 == 0 {
+                    CompressionSpec::Lz4
+                } else {
+                    CompressionSpec::None
+                };
+                let mut s = key.encrypt(&spec.compress(&plain), i as u64 * 1000);
+                let mut id = key.id_hash(&plain);
+                match i {
+                    2 => {
+                        let n = s.len();
+                        s[n - 1] ^= 1; // tampered ciphertext
+                    }
+                    4 => id[0] ^= 1,     // wrong id
+                    5 => s[0] = 0x42,    // wrong type byte
+                    6 => s.truncate(10), // truncated
+                    _ => {}
+                }
+                stored.push(s);
+                ids.push(id);
+            }
+            let mut jobs: Vec<DecryptJob> = stored
+                .iter()
+                .zip(&ids)
+                .map(|(s, id)| DecryptJob {
+                    id: Some(*id),
+                    stored: s,
+                    out: Vec::new(),
+                    result: Ok(()),
+                })
+                .collect();
+            key.decrypt_many(&mut jobs);
+            for (j, (s, id)) in jobs.iter().zip(stored.iter().zip(&ids)) {
+                let mut out = Vec::new();
+                let single = key.decrypt_into(Some(id), s, &mut out);
+                assert_eq!(j.result.is_ok(), single.is_ok(), "{kt:?}");
+                match (&j.result, &single) {
+                    (Ok(()), Ok(())) => assert_eq!(j.out, out),
+                    (Err(a), Err(b)) => assert_eq!(a.message, b.message),
+                    _ => unreachable!(),
+                }
+            }
+        }
     }
 }

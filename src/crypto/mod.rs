@@ -13,7 +13,8 @@ pub mod passphrase;
 mod fixture_tests;
 
 pub use key::{
-    blocks_needed, borg_workaround, manifest_nonce, Key, KeyMaterial, KeySource, AES_OVERHEAD,
+    blocks_needed, borg_workaround, manifest_nonce, DecryptJob, Key, KeyMaterial, KeySource,
+    AES_OVERHEAD,
 };
 pub use keyblob::{
     decode_key_text, decrypt_key_blob, decrypt_key_blob_in, encode_key_text, encrypt_key_blob,

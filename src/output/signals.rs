@@ -140,10 +140,10 @@ fn watch(read_fd: libc::c_int) {
     }
 }
 
-/// Ends the process for signal `sig` as borg does.
-fn terminate(sig: i32) -> ! {
-    RECEIVED.store(sig, Ordering::Relaxed);
-    TERMINATING.store(true, Ordering::Relaxed);
+/// Run (and forget) every registered cleanup, newest first. The normal exit path calls this
+/// too: a resource whose owner is still referenced somewhere (say, a repository lock held by an
+/// object a worker thread has not dropped yet) is released before the process ends.
+pub fn run_cleanups() {
     let pending: Vec<Cleanup> = {
         let mut map = cleanups().lock().unwrap_or_else(|e| e.into_inner());
         let keys: Vec<u64> = map.keys().rev().copied().collect();
@@ -152,6 +152,13 @@ fn terminate(sig: i32) -> ! {
     for f in pending {
         f();
     }
+}
+
+/// Ends the process for signal `sig` as borg does.
+fn terminate(sig: i32) -> ! {
+    RECEIVED.store(sig, Ordering::Relaxed);
+    TERMINATING.store(true, Ordering::Relaxed);
+    run_cleanups();
     let (msg, msgid) = match sig {
         libc::SIGINT => ("Keyboard interrupt", None),
         libc::SIGTERM => ("Received SIGTERM", Some("Signal.SIGTERM")),
