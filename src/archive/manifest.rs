@@ -3,9 +3,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rmpv::Value;
 
+use crate::archive::objects::ObjectWriter;
 use crate::crypto::Key;
 use crate::errors::{Error, ErrorKind, Result};
-use crate::msgpack::ValueExt;
+use crate::msgpack::{self, ValueExt};
 use crate::repository::{ObjectId, Repository, MANIFEST_ID};
 
 /// borg's timestamp format in metadata: UTC, naive, 6 fractional digits.
@@ -186,6 +187,108 @@ impl Manifest {
     /// The manifest timestamp as a time (UTC).
     pub fn last_modified(&self) -> Result<DateTime<Utc>> {
         parse_timestamp(&self.timestamp)
+    }
+
+    /// Store this manifest (borg's `Manifest.write`): a strictly newer timestamp, the archives
+    /// map and config with sorted keys, TAM-authenticated, under the all-zero id. Updates
+    /// `id`, `timestamp` and `tam_verified`.
+    pub fn write(&mut self, writer: &ObjectWriter) -> Result<()> {
+        let key = &writer.key;
+        let now = Utc::now();
+        self.timestamp = match self.last_modified() {
+            Ok(prev) => {
+                let next = prev + chrono::Duration::microseconds(1);
+                format_timestamp(&next.max(now))
+            }
+            Err(_) => format_timestamp(&now),
+        };
+        let mut config = match std::mem::replace(&mut self.config, Value::Nil) {
+            Value::Map(entries) => entries,
+            _ => Vec::new(),
+        };
+        if key.tam_required() {
+            config.retain(|(k, _)| k.as_bytes() != Some(b"tam_required"));
+            config.push((Value::from("tam_required"), Value::Boolean(true)));
+        }
+        self.config = msgpack::sorted_map(config);
+        let mut archives = self.archives.clone();
+        archives.sort_by(|a, b| a.name.cmp(&b.name));
+        let archives_map: Vec<(Value, Value)> = archives
+            .iter()
+            .map(|a| {
+                let entry = msgpack::sorted_map(vec![
+                    (Value::from("id"), msgpack::bytes(a.id.to_vec())),
+                    (
+                        Value::from("time"),
+                        msgpack::bytes(format_timestamp(&a.ts).into_bytes()),
+                    ),
+                ]);
+                (msgpack::bytes(a.name.clone()), entry)
+            })
+            .collect();
+        let mut item_keys: Vec<Vec<u8>> = crate::archive::item::ITEM_KEYS
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        for k in &self.item_keys {
+            if !item_keys.contains(k) {
+                item_keys.push(k.clone());
+            }
+        }
+        item_keys.sort();
+        let map = msgpack::sorted_map(vec![
+            (Value::from("archives"), Value::Map(archives_map)),
+            (Value::from("config"), self.config.clone()),
+            (
+                Value::from("item_keys"),
+                Value::Array(
+                    item_keys
+                        .iter()
+                        .map(|k| msgpack::bytes(k.clone()))
+                        .collect(),
+                ),
+            ),
+            (
+                Value::from("timestamp"),
+                msgpack::bytes(self.timestamp.clone().into_bytes()),
+            ),
+            (Value::from("version"), Value::from(1)),
+        ]);
+        let packed = key.pack_and_authenticate_metadata(map, b"manifest", None);
+        let stored = writer.encrypt(&packed)?;
+        writer.repo.put(&MANIFEST_ID, &stored)?;
+        self.id = key.id_hash(&packed);
+        self.tam_verified = true;
+        Ok(())
+    }
+
+    /// A manifest for a new, empty repository (what `init` writes).
+    pub fn empty() -> Manifest {
+        Manifest {
+            archives: Vec::new(),
+            config: Value::Map(Vec::new()),
+            timestamp: String::new(),
+            item_keys: Vec::new(),
+            id: [0; 32],
+            tam_verified: false,
+        }
+    }
+
+    /// Add (or replace) an archive entry.
+    pub fn set_archive(&mut self, name: &[u8], id: ObjectId, ts: DateTime<Utc>) {
+        self.archives.retain(|a| a.name != name);
+        self.archives.push(ArchiveInfo {
+            name: name.to_vec(),
+            id,
+            ts,
+        });
+    }
+
+    /// Remove an archive entry; false if there was none.
+    pub fn remove_archive(&mut self, name: &[u8]) -> bool {
+        let before = self.archives.len();
+        self.archives.retain(|a| a.name != name);
+        self.archives.len() != before
     }
 
     pub fn lookup(&self, name: &[u8]) -> Option<&ArchiveInfo> {

@@ -7,10 +7,11 @@ use rmpv::Value;
 
 use crate::archive::item::Item;
 use crate::archive::manifest::parse_timestamp;
+use crate::archive::objects::ObjectWriter;
 use crate::archive::prefetch::{prefetch, Prefetch, DEFAULT_BUDGET};
 use crate::crypto::Key;
 use crate::errors::{Error, Result};
-use crate::msgpack::{StreamUnpacker, ValueExt};
+use crate::msgpack::{self, StreamUnpacker, ValueExt};
 use crate::repository::{ObjectId, Repository};
 
 /// The decoded archive metadata object. `raw` keeps the whole map (minus `tam`) so writers
@@ -106,6 +107,96 @@ impl ArchiveMeta {
                 .map(|b| b.to_vec()),
             raw: map,
         })
+    }
+
+    /// The map borg stores (sorted keys); keys of `raw` this struct does not model are kept.
+    pub fn to_value(&self) -> Value {
+        let mut e: Vec<(Value, Value)> = Vec::new();
+        let known = [
+            "version",
+            "name",
+            "items",
+            "cmdline",
+            "hostname",
+            "username",
+            "time",
+            "time_end",
+            "comment",
+            "chunker_params",
+            "size",
+            "csize",
+            "nfiles",
+            "size_parts",
+            "csize_parts",
+            "nfiles_parts",
+            "recreate_cmdline",
+            "cwd",
+            "tam",
+        ];
+        if let Some(entries) = self.raw.as_entries() {
+            for (k, v) in entries {
+                if !k
+                    .as_bytes()
+                    .is_some_and(|k| known.iter().any(|n| n.as_bytes() == k))
+                {
+                    e.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        let text = |b: &[u8]| msgpack::bytes(b.to_vec());
+        let list =
+            |l: &[Vec<u8>]| Value::Array(l.iter().map(|a| msgpack::bytes(a.clone())).collect());
+        e.push((Value::from("version"), Value::from(self.version)));
+        e.push((Value::from("name"), text(&self.name)));
+        e.push((
+            Value::from("items"),
+            Value::Array(
+                self.items
+                    .iter()
+                    .map(|i| msgpack::bytes(i.to_vec()))
+                    .collect(),
+            ),
+        ));
+        e.push((Value::from("cmdline"), list(&self.cmdline)));
+        e.push((Value::from("hostname"), text(&self.hostname)));
+        e.push((Value::from("username"), text(&self.username)));
+        e.push((Value::from("time"), text(self.time.as_bytes())));
+        if let Some(t) = &self.time_end {
+            e.push((Value::from("time_end"), text(t.as_bytes())));
+        }
+        e.push((Value::from("comment"), text(&self.comment)));
+        if let Some(cp) = &self.chunker_params {
+            e.push((Value::from("chunker_params"), cp.clone()));
+        }
+        for (k, v) in [
+            ("size", self.size),
+            ("csize", self.csize),
+            ("nfiles", self.nfiles),
+            ("size_parts", self.size_parts),
+            ("csize_parts", self.csize_parts),
+            ("nfiles_parts", self.nfiles_parts),
+        ] {
+            if let Some(v) = v {
+                e.push((Value::from(k), Value::from(v)));
+            }
+        }
+        if let Some(r) = &self.recreate_cmdline {
+            e.push((Value::from("recreate_cmdline"), list(r)));
+        }
+        if let Some(cwd) = &self.cwd {
+            e.push((Value::from("cwd"), text(cwd)));
+        }
+        msgpack::sorted_map(e)
+    }
+
+    /// Store this metadata object with a fresh archive TAM; returns its id and the stored and
+    /// plaintext lengths (borg's `set_meta` / archive save).
+    pub fn store(&self, writer: &ObjectWriter) -> Result<(ObjectId, usize, usize)> {
+        let packed = writer
+            .key
+            .pack_and_authenticate_metadata(self.to_value(), b"archive", None);
+        let (id, stored_len) = writer.put(&packed)?;
+        Ok((id, stored_len, packed.len()))
     }
 
     pub fn start(&self) -> Result<DateTime<Utc>> {

@@ -4,11 +4,14 @@ pub mod extract;
 pub mod item;
 pub mod manifest;
 pub mod meta;
+pub mod objects;
 pub mod prefetch;
+pub mod stats;
 
 pub use item::{ChunkRef, Item};
 pub use manifest::{ArchiveFilter, ArchiveInfo, Manifest, Operation};
 pub use meta::{Archive, ArchiveMeta, ItemIter};
+pub use stats::Statistics;
 
 /// Bytes as text the way borg displays them: valid UTF-8 as is, every undecodable byte as `?`.
 pub fn display_bytes(b: &[u8]) -> String {
