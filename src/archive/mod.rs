@@ -1,10 +1,13 @@
 //! Archives: manifest, archive metadata, items and the item stream (repository-format.md §7).
 
+pub mod create;
 pub mod extract;
 pub mod item;
+pub mod itembuf;
 pub mod manifest;
 pub mod meta;
 pub mod objects;
+pub mod ordered;
 pub mod prefetch;
 pub mod stats;
 

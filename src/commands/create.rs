@@ -1,10 +1,328 @@
-//! `borg create`.
+//! `borg create`: back up files into a new archive.
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use rborg::archive::create::{archive_exists, backup, CreateOptions, CreateOutcome};
+use rborg::archive::manifest::format_timestamp;
+use rborg::archive::objects::ObjectWriter;
+use rborg::archive::{ArchiveMeta, Operation, Statistics};
+use rborg::cache::{Cache, CacheOptions, FilesCacheMode};
+use rborg::chunker::ChunkerParams;
+use rborg::compress::CompressionSpec;
 use rborg::errors::{Error, Result};
+use rborg::fs::{CaptureOptions, FilesChanged};
+use rborg::output::human::{format_archive_time, format_timedelta_us, isoformat_archive_time};
+use rborg::output::stats::{cache_block, cache_json, size_row, DASHES, STATS_HEADER};
+use rborg::output::{self, Level};
+use rborg::patterns::{PatternList, PatternMatcher};
+use rborg::repository::{ObjectId, MAX_DATA_SIZE};
 
+use super::common::{basic_json, open_with_manifest, parse_location, pattern_args, ArchiveArg};
 use super::Context;
 use crate::cli::CreateArgs;
 
-pub fn run(_ctx: &Context, _args: &CreateArgs) -> Result<()> {
-    Err(Error::generic("create is not implemented yet"))
+pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
+    let mut location = parse_location(Some(&args.location), ArchiveArg::Required)?;
+    if let Some(ts) = args.timestamp {
+        location = location.with_timestamp(ts)?;
+    }
+    let list = PatternList::from_args(&pattern_args(&args.patterns))?;
+    let mut roots: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    roots.extend(list.roots.iter().cloned());
+    if roots.is_empty() {
+        return Err(Error::command("Need at least one PATH argument."));
+    }
+    let matcher = PatternMatcher::for_create(list.rules);
+    let mut opts = create_options(ctx, args, roots)?;
+    output::info(&format!("Creating archive at \"{}\"", location.processed));
+    if args.dry_run {
+        backup(None, None, &matcher, &opts)?;
+        return Ok(());
+    }
+    let name = location.archive.clone().unwrap_or_default();
+    let opened = open_with_manifest(ctx, &location, true, &[Operation::Write])?;
+    if opened.manifest.lookup(name.as_bytes()).is_some() {
+        return Err(archive_exists(&name));
+    }
+    let cache_opts = CacheOptions {
+        lock_wait: ctx.common.lock_wait as f64,
+        files_cache_mode: FilesCacheMode::from_code(args.files_cache.as_deref().unwrap_or("cis")),
+        progress: ctx.common.progress,
+        consider_part_files: ctx.common.consider_part_files,
+        warn_if_unencrypted: true,
+    };
+    let mut cache = Cache::open(
+        opened.repo.clone(),
+        opened.key.clone(),
+        &opened.manifest,
+        &opened.location.canonical_path(),
+        &cache_opts,
+    )?;
+    for dir in [
+        Some(cache.path().to_path_buf()),
+        Some(location.absolute_path()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(md) = std::fs::metadata(&dir) {
+            opts.skip_inodes.push((md.ino(), md.dev()));
+        }
+    }
+    let compression = CompressionSpec::parse(&args.compression)?;
+    let writer = ObjectWriter::new(opened.repo.clone(), opened.key.clone(), compression);
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let outcome = backup(Some(&writer), Some(&cache), &matcher, &opts)?;
+    let duration = chrono::Duration::from_std(clock.elapsed()).unwrap_or_default();
+    let (start, end) = match args.timestamp {
+        Some(ts) => (ts, ts + duration),
+        None => {
+            let end = Utc::now().max(started);
+            (end - duration, end)
+        }
+    };
+    let meta = archive_meta(ctx, args, &name, &outcome, start, end, &opts)?;
+    let (archive_id, meta_csize, meta_size) = meta.store(&writer)?;
+    let mut manifest = opened.manifest.clone();
+    manifest.set_archive(name.as_bytes(), archive_id, start);
+    manifest.write(&writer)?;
+    opened.repo.commit(false, 0.1, false)?;
+    apply_to_cache(
+        &mut cache,
+        &outcome,
+        (archive_id, meta_size as u32, meta_csize as u32),
+    );
+    cache.commit(&manifest)?;
+    if args.stats || args.json || args.quick_stats {
+        let report = Report {
+            name: &name,
+            id: archive_id,
+            start,
+            end,
+            stats: &outcome.stats,
+            meta_csize,
+        };
+        print_stats(ctx, args, &opened, &manifest, &cache, &report)?;
+    }
+    Ok(())
+}
+
+fn create_options(ctx: &Context, args: &CreateArgs, roots: Vec<Vec<u8>>) -> Result<CreateOptions> {
+    let chunker = ChunkerParams::parse(
+        args.chunker_params
+            .as_deref()
+            .unwrap_or("buzhash,19,23,21,4095"),
+    )
+    .map_err(|e| Error::generic(format!("argument --chunker-params: {}", e.message)))?;
+    Ok(CreateOptions {
+        roots,
+        exclude_caches: args.tags.exclude_caches,
+        exclude_if_present: args
+            .tags
+            .exclude_if_present
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect(),
+        keep_exclude_tags: args.tags.keep_exclude_tags,
+        exclude_nodump: args.exclude_nodump,
+        one_file_system: args.one_file_system,
+        read_special: args.read_special,
+        sparse: args.sparse,
+        capture: CaptureOptions {
+            numeric_ids: args.numeric_ids,
+            atime: args.atime,
+            noctime: args.noctime,
+            nobirthtime: args.nobirthtime,
+            noflags: args.noflags,
+            noacls: args.noacls,
+            noxattrs: args.noxattrs,
+        },
+        files_changed: FilesChanged::parse(args.files_changed.as_deref().unwrap_or("ctime"))
+            .unwrap_or_default(),
+        chunker,
+        skip_inodes: Vec::new(),
+        dry_run: args.dry_run,
+        list_filter: args.output_filter.clone(),
+        list: args.output_list,
+        progress: ctx.common.progress,
+        cwd: std::env::current_dir().map_err(|e| {
+            Error::exception(format!("cannot determine the current directory: {e}"))
+        })?,
+    })
+}
+
+/// The host name borg stores (BORG_HOSTNAME overrides, 1.4.5).
+fn hostname() -> Vec<u8> {
+    if let Some(h) = std::env::var_os("BORG_HOSTNAME").filter(|h| !h.is_empty()) {
+        return h.as_bytes().to_vec();
+    }
+    nix::unistd::gethostname()
+        .map(|h| h.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// The user name borg stores (BORG_USERNAME overrides, 1.4.5).
+fn username() -> Vec<u8> {
+    if let Some(u) = std::env::var_os("BORG_USERNAME").filter(|u| !u.is_empty()) {
+        return u.as_bytes().to_vec();
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name.into_bytes(),
+        _ => uid.to_string().into_bytes(),
+    }
+}
+
+fn archive_meta(
+    ctx: &Context,
+    args: &CreateArgs,
+    name: &str,
+    outcome: &CreateOutcome,
+    start: chrono::DateTime<Utc>,
+    end: chrono::DateTime<Utc>,
+    opts: &CreateOptions,
+) -> Result<ArchiveMeta> {
+    let comment = rborg::location::replace_placeholders(&args.comment, args.timestamp)?;
+    let stats = &outcome.stats;
+    Ok(ArchiveMeta {
+        version: 1,
+        name: name.as_bytes().to_vec(),
+        items: outcome.item_chunks.clone(),
+        cmdline: ctx.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        hostname: hostname(),
+        username: username(),
+        time: format_timestamp(&start),
+        time_end: Some(format_timestamp(&end)),
+        comment: comment.into_bytes(),
+        chunker_params: Some(opts.chunker.to_value()),
+        size: Some(stats.osize),
+        csize: Some(stats.csize),
+        nfiles: Some(stats.nfiles),
+        size_parts: Some(stats.osize_parts),
+        csize_parts: Some(stats.csize_parts),
+        nfiles_parts: Some(stats.nfiles_parts),
+        recreate_cmdline: None,
+        cwd: Some(opts.cwd.as_os_str().as_bytes().to_vec()),
+        raw: rmpv::Value::Map(Vec::new()),
+    })
+}
+
+/// Record in the cache what the backup referenced: chunks it stored, further references,
+/// the archive's metadata object, and the files it read.
+fn apply_to_cache(cache: &mut Cache, outcome: &CreateOutcome, meta_chunk: (ObjectId, u32, u32)) {
+    let mut scratch = Statistics::default();
+    for (id, size, csize) in &outcome.new_chunks {
+        cache.add_chunk(id, *size, *csize, &mut scratch, false);
+    }
+    for id in &outcome.increfs {
+        cache.chunk_incref(id, &mut scratch, false);
+    }
+    cache.add_chunk(
+        &meta_chunk.0,
+        meta_chunk.1,
+        meta_chunk.2,
+        &mut scratch,
+        false,
+    );
+    for (path_hash, st, ids) in &outcome.memorize {
+        cache.memorize_file(path_hash, st, ids);
+    }
+}
+
+/// What `--stats` / `--json` report about the new archive.
+struct Report<'a> {
+    name: &'a str,
+    id: ObjectId,
+    start: chrono::DateTime<Utc>,
+    end: chrono::DateTime<Utc>,
+    stats: &'a Statistics,
+    meta_csize: usize,
+}
+
+fn print_stats(
+    ctx: &Context,
+    args: &CreateArgs,
+    opened: &super::common::Opened,
+    manifest: &rborg::archive::Manifest,
+    cache: &Cache,
+    r: &Report,
+) -> Result<()> {
+    let duration_us = (r.end - r.start).num_microseconds().unwrap_or(0);
+    let max_archive_size = r.meta_csize as f64 / MAX_DATA_SIZE as f64;
+    if args.json {
+        let reopened = super::common::Opened {
+            location: opened.location.clone(),
+            repo: opened.repo.clone(),
+            key: opened.key.clone(),
+            manifest: manifest.clone(),
+        };
+        let mut data = basic_json(&reopened)?;
+        let mut archive = serde_json::Map::new();
+        archive.insert("command_line".into(), Value::from(ctx.argv_text()));
+        archive.insert("duration".into(), Value::from(duration_us as f64 / 1e6));
+        archive.insert("end".into(), Value::from(isoformat_archive_time(&r.end)));
+        archive.insert("id".into(), Value::from(hex::encode(r.id)));
+        archive.insert(
+            "limits".into(),
+            json!({ "max_archive_size": max_archive_size }),
+        );
+        output::json::insert_text_with_b64(&mut archive, "name", r.name.as_bytes());
+        archive.insert(
+            "start".into(),
+            Value::from(isoformat_archive_time(&r.start)),
+        );
+        archive.insert(
+            "stats".into(),
+            json!({
+                "compressed_size": r.stats.csize,
+                "deduplicated_size": r.stats.usize,
+                "nfiles": r.stats.nfiles,
+                "original_size": r.stats.osize,
+            }),
+        );
+        data.insert("archive".into(), Value::Object(archive));
+        if !args.quick_stats {
+            data.insert(
+                "cache".into(),
+                cache_json(&cache.path().display().to_string(), &cache.summary()?),
+            );
+        }
+        super::common::print_json(data);
+        return Ok(());
+    }
+    let iec = ctx.common.iec;
+    let mut lines = vec![
+        DASHES.to_string(),
+        format!("Repository: {}", opened.location.canonical_path()),
+        format!("Archive name: {}", r.name),
+        format!("Archive fingerprint: {}", hex::encode(r.id)),
+        format!("Time (start): {}", format_archive_time(&r.start)),
+        format!("Time (end):   {}", format_archive_time(&r.end)),
+        format!("Duration: {}", format_timedelta_us(duration_us)),
+        format!("Number of files: {}", r.stats.nfiles),
+        format!(
+            "Utilization of max. archive size: {:.0}%",
+            max_archive_size * 100.0
+        ),
+        DASHES.to_string(),
+        STATS_HEADER.to_string(),
+        size_row(
+            "This archive:",
+            r.stats.osize as i64,
+            r.stats.csize as i64,
+            r.stats.usize as i64,
+            iec,
+        ),
+    ];
+    if !args.quick_stats {
+        lines.push(cache_block(&cache.summary()?, iec));
+    }
+    lines.push(DASHES.to_string());
+    output::log(Level::Info, "borg.output.stats", &lines.join("\n"), None);
+    Ok(())
 }
