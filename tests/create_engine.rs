@@ -97,6 +97,8 @@ fn engine_backup(
         list: false,
         progress: false,
         cwd: src_parent.to_path_buf(),
+        no_recursion: false,
+        stdin: Default::default(),
     };
     let cwd = std::env::current_dir().unwrap();
     std::env::set_current_dir(src_parent).unwrap();
@@ -105,6 +107,7 @@ fn engine_backup(
         Some(&index),
         &PatternMatcher::for_create(vec![]),
         &opts,
+        None,
     );
     std::env::set_current_dir(cwd).unwrap();
     let outcome = outcome.unwrap();

@@ -32,6 +32,7 @@ use crate::hashindex::ChunkIndexEntry;
 use crate::output::{self, ArchiveProgress, ArchiveProgressStats};
 use crate::patterns::PatternMatcher;
 use crate::repository::ObjectId;
+use chrono::Utc;
 
 /// What the walker reads from the chunk index and files cache (the client cache).
 pub trait BackupIndex: Sync {
@@ -90,6 +91,31 @@ pub struct CreateOptions {
     pub progress: bool,
     /// The working directory, for the files cache's absolute path hashes.
     pub cwd: PathBuf,
+    /// `--paths-from-stdin` / `--paths-from-command`: the roots are exactly the items to back
+    /// up; directories among them are not entered.
+    pub no_recursion: bool,
+    /// How a `-` root (stdin, `--content-from-command`) is stored.
+    pub stdin: StdinItem,
+}
+
+/// `--stdin-name/-user/-group/-mode`: the item made of piped data.
+#[derive(Debug, Clone)]
+pub struct StdinItem {
+    pub name: Vec<u8>,
+    pub user: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+impl Default for StdinItem {
+    fn default() -> Self {
+        StdinItem {
+            name: b"stdin".to_vec(),
+            user: "root".into(),
+            group: "root".into(),
+            mode: 0o660,
+        }
+    }
 }
 
 /// A chunk processed by a worker.
@@ -147,15 +173,17 @@ pub struct CreateOutcome {
 
 /// Run a backup of `opts.roots` with `matcher`; nothing is committed. In `dry_run` mode
 /// `writer` and `index` may be None (borg does not open the repository then).
+/// A `-` root reads `pipe` (stdin or a command's output).
 pub fn backup(
     writer: Option<&ObjectWriter>,
     index: Option<&dyn BackupIndex>,
     matcher: &PatternMatcher,
     opts: &CreateOptions,
+    pipe: Option<Box<dyn std::io::Read + Send>>,
 ) -> Result<CreateOutcome> {
     let (Some(writer), Some(index), false) = (writer, index, opts.dry_run) else {
         let mut walker = Walker::new(None, None, matcher, opts, None);
-        walker.walk_roots();
+        walker.walk_roots(None)?;
         return Ok(CreateOutcome::default());
     };
     let claims: Mutex<HashSet<ObjectId>> = Mutex::new(HashSet::new());
@@ -172,12 +200,16 @@ pub fn backup(
                 claims: &claims,
             };
             let mut walker = Walker::new(Some(&pipeline), Some(index), matcher, opts, Some(ctx));
-            walker.walk_roots();
+            let walked = walker.walk_roots(pipe);
             pipeline.finish_input();
+            walked
         });
         let result = commit_loop(writer, index, &pipeline, opts);
         pipeline.close();
-        let _ = walker_thread.join();
+        let walked = walker_thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::exception("walker thread panicked")));
+        walked?;
         result
     })
 }
@@ -462,12 +494,40 @@ impl<'p, 'a> Walker<'p, 'a> {
         }
     }
 
-    fn walk_roots(&mut self) {
+    fn walk_roots(&mut self, mut pipe: Option<Box<dyn std::io::Read + Send>>) -> Result<()> {
         for root in &self.opts.roots {
             if self.stopped {
-                return;
+                return Ok(());
+            }
+            if root == b"-" {
+                let name = self.opts.stdin.name.clone();
+                if self.opts.dry_run {
+                    self.print_status('-', &name);
+                    continue;
+                }
+                let reader = pipe
+                    .as_mut()
+                    .ok_or_else(|| Error::exception("no input for '-'"))?;
+                match self.process_pipe(reader) {
+                    Ok(()) => {}
+                    Err(Failure::Os(e)) if e.op.is_empty() => {
+                        return Err(Error::generic(format!(
+                            "no such user or group: {}",
+                            e.error
+                        )));
+                    }
+                    Err(f) => {
+                        self.warn(&name, f);
+                        self.print_status('E', &name);
+                    }
+                }
+                continue;
             }
             let path = crate::patterns::normpath(root);
+            if self.opts.no_recursion {
+                self.process_listed(&path);
+                continue;
+            }
             let st = match fs::stat::lstat(Path::new(OsStr::from_bytes(&path))) {
                 Ok(st) => st,
                 Err(e) => {
@@ -480,6 +540,90 @@ impl<'p, 'a> Walker<'p, 'a> {
             // A root given twice is not entered again.
             self.skip_inodes.insert((st.ino, st.dev));
         }
+        Ok(())
+    }
+
+    /// One path of `--paths-from-stdin/-command`: stored as is, directories not entered.
+    fn process_listed(&mut self, path: &[u8]) {
+        let result = (|| -> std::result::Result<Option<char>, Failure> {
+            let st =
+                fs::stat::lstat(Path::new(OsStr::from_bytes(path))).map_err(|e| os("stat", e))?;
+            if !st.is_dir() {
+                return self.process_any(path, None, None, &st);
+            }
+            if self.opts.dry_run {
+                return Ok(Some('-'));
+            }
+            let dir = self
+                .open_at(path, None, None, OpenKind::Dir)
+                .map_err(|e| os("dir_open", e))?;
+            let st2 = fs::stat::fstat(dir.as_raw_fd()).map_err(|e| os("fstat", e))?;
+            fs::stat_update_check(&st, &st2).map_err(Failure::Kind)?;
+            self.add_plain_item(path, &st2, Some(dir.as_raw_fd()))?;
+            Ok(Some('d'))
+        })();
+        match result {
+            Ok(Some(status)) => {
+                if status == 'C' {
+                    output::warn_kind(
+                        WarningKind::FileChanged,
+                        &format!(
+                            "{}: file changed while we backed it up",
+                            crate::archive::display_bytes(path)
+                        ),
+                    );
+                }
+                self.print_status(status, path);
+            }
+            Ok(None) => {}
+            Err(f) => {
+                self.warn(path, f);
+                self.print_status('E', path);
+            }
+        }
+    }
+
+    /// Piped data (`-`, `--content-from-command`) as one regular file (borg's `process_pipe`).
+    fn process_pipe(
+        &mut self,
+        reader: &mut Box<dyn std::io::Read + Send>,
+    ) -> std::result::Result<(), Failure> {
+        let spec = self.opts.stdin.clone();
+        self.print_status('i', &spec.name);
+        let no_such = |what: &str, name: &str| {
+            Failure::Os(BackupOsError::new(
+                "",
+                std::io::Error::other(format!("{what} {name}")),
+                None,
+            ))
+        };
+        let uid =
+            fs::ids::user2uid(spec.user.as_bytes()).ok_or_else(|| no_such("user", &spec.user))?;
+        let gid = fs::ids::group2gid(spec.group.as_bytes())
+            .ok_or_else(|| no_such("group", &spec.group))?;
+        let now = Utc::now().timestamp() * 1_000_000_000;
+        let item = Item {
+            path: spec.name.clone(),
+            mode: Some(spec.mode & 0o107777 | 0o100000),
+            uid: Some(uid),
+            gid: Some(gid),
+            user: Some(spec.user.as_bytes().to_vec()),
+            group: Some(spec.group.as_bytes().to_vec()),
+            mtime: now,
+            atime: Some(now),
+            ctime: Some(now),
+            hardlink_master: Some(false),
+            ..Default::default()
+        };
+        let ctx = self
+            .chunks
+            .expect("content processing needs the repository");
+        if let Err(e) = self.stream_reader(reader, ctx) {
+            self.submit_item(Item::default(), Content::Discard, false, None);
+            return Err(e);
+        }
+        self.submit_item(item, Content::Streamed, true, None);
+        Ok(())
     }
 
     /// Process `path` (`parent`/`name` when inside a walked directory) and below.
@@ -893,8 +1037,7 @@ impl<'p, 'a> Walker<'p, 'a> {
                 let st3 = fs::stat::fstat(fd.as_raw_fd()).map_err(|e| os("fstat2", e))?;
                 let changed =
                     fs::changed_while_backed_up(&st, &st3, self.opts.files_changed, special);
-                let memorize =
-                    (!special && !changed).then(|| (path_hash.unwrap_or_default(), st));
+                let memorize = (!special && !changed).then(|| (path_hash.unwrap_or_default(), st));
                 (
                     if changed { 'C' } else { letter },
                     Content::Streamed,
@@ -929,10 +1072,36 @@ impl<'p, 'a> Walker<'p, 'a> {
             .pipeline
             .expect("content processing needs the pipeline");
         let sparse = self.opts.sparse;
-        let mut chunks = self
-            .chunker
-            .chunkify_file(file, sparse)
-            .map_err(|e| os("read", e))?;
+        let mut chunker = std::mem::replace(&mut self.chunker, Chunker::new(&self.opts.chunker, 0));
+        let result = match chunker.chunkify_file(file, sparse) {
+            Ok(chunks) => self.submit_chunks(chunks, pipeline, ctx),
+            Err(e) => Err(os("read", e)),
+        };
+        self.chunker = chunker;
+        result
+    }
+
+    /// Chunk a stream (stdin, a command's output).
+    fn stream_reader(
+        &mut self,
+        reader: &mut Box<dyn std::io::Read + Send>,
+        ctx: ChunkContext<'a>,
+    ) -> std::result::Result<(), Failure> {
+        let pipeline = self
+            .pipeline
+            .expect("content processing needs the pipeline");
+        let mut chunker = std::mem::replace(&mut self.chunker, Chunker::new(&self.opts.chunker, 0));
+        let result = self.submit_chunks(chunker.chunkify(reader), pipeline, ctx);
+        self.chunker = chunker;
+        result
+    }
+
+    fn submit_chunks<R: std::io::Read>(
+        &mut self,
+        mut chunks: crate::chunker::Chunks<'_, R>,
+        pipeline: &Ordered<'a, Piece>,
+        ctx: ChunkContext<'a>,
+    ) -> std::result::Result<(), Failure> {
         loop {
             let chunk = match chunks.next_chunk() {
                 Ok(Some(c)) => c,

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use rborg::archive::create::{archive_exists, backup, CreateOptions, CreateOutcome};
+use rborg::archive::create::{archive_exists, backup, CreateOptions, CreateOutcome, StdinItem};
 use rborg::archive::manifest::format_timestamp;
 use rborg::archive::objects::ObjectWriter;
 use rborg::archive::{ArchiveMeta, Operation, Statistics};
@@ -31,17 +31,14 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
         location = location.with_timestamp(ts)?;
     }
     let list = PatternList::from_args(&pattern_args(&args.patterns))?;
-    let mut roots: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-    roots.extend(list.roots.iter().cloned());
-    if roots.is_empty() {
-        return Err(Error::command("Need at least one PATH argument."));
-    }
+    let mut input = Input::from_args(args, &list)?;
     let matcher = PatternMatcher::for_create(list.rules);
-    let mut opts = create_options(ctx, args, roots)?;
+    let mut opts = create_options(ctx, args, input.roots.clone())?;
+    opts.no_recursion = input.no_recursion;
     output::info(&format!("Creating archive at \"{}\"", location.processed));
     if args.dry_run {
-        backup(None, None, &matcher, &opts)?;
-        return Ok(());
+        backup(None, None, &matcher, &opts, None)?;
+        return input.finish();
     }
     let name = location.archive.clone().unwrap_or_default();
     let opened = open_with_manifest(ctx, &location, true, &[Operation::Write])?;
@@ -77,7 +74,14 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
     let writer = ObjectWriter::new(opened.repo.clone(), opened.key.clone(), compression);
     let started = Utc::now();
     let clock = std::time::Instant::now();
-    let outcome = backup(Some(&writer), Some(&cache), &matcher, &opts)?;
+    let outcome = backup(
+        Some(&writer),
+        Some(&cache),
+        &matcher,
+        &opts,
+        input.pipe.take(),
+    )?;
+    input.finish()?;
     let duration = chrono::Duration::from_std(clock.elapsed()).unwrap_or_default();
     let (start, end) = match args.timestamp {
         Some(ts) => (ts, ts + duration),
@@ -153,7 +157,186 @@ fn create_options(ctx: &Context, args: &CreateArgs, roots: Vec<Vec<u8>>) -> Resu
         cwd: std::env::current_dir().map_err(|e| {
             Error::exception(format!("cannot determine the current directory: {e}"))
         })?,
+        no_recursion: false,
+        stdin: StdinItem {
+            name: args.stdin_name.as_bytes().to_vec(),
+            user: args.stdin_user.clone().unwrap_or_else(|| root_name(true)),
+            group: args.stdin_group.clone().unwrap_or_else(|| root_name(false)),
+            mode: args.stdin_mode,
+        },
     })
+}
+
+/// The names of uid/gid 0 (borg's `--stdin-user/--stdin-group` defaults).
+fn root_name(user: bool) -> String {
+    let name = if user {
+        nix::unistd::User::from_uid(0.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    } else {
+        nix::unistd::Group::from_gid(0.into())
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+    };
+    name.unwrap_or_else(|| "root".to_string())
+}
+
+/// Where the backup's input comes from: PATH arguments, listed paths, or piped content.
+struct Input {
+    roots: Vec<Vec<u8>>,
+    no_recursion: bool,
+    pipe: Option<Box<dyn std::io::Read + Send>>,
+    /// The command feeding `--content-from-command` / `--paths-from-command`.
+    child: Option<(String, std::process::Child)>,
+}
+
+impl Input {
+    fn from_args(args: &CreateArgs, list: &PatternList) -> Result<Input> {
+        let argv: Vec<String> = args
+            .paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if args.content_from_command {
+            let mut child = spawn_command(&argv)?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| Error::exception("no command output"))?;
+            let pipe: Box<dyn std::io::Read + Send> = Box::new(stdout);
+            let program = argv[0].clone();
+            return Ok(Input {
+                roots: vec![b"-".to_vec()],
+                no_recursion: false,
+                pipe: Some(pipe),
+                child: Some((program, child)),
+            });
+        }
+        if args.paths_from_stdin || args.paths_from_command {
+            let delimiter = args
+                .paths_delimiter
+                .as_deref()
+                .map(unescape)
+                .unwrap_or_else(|| b"\n".to_vec());
+            let mut text = Vec::new();
+            let child = if args.paths_from_command {
+                let mut child = spawn_command(&argv)?;
+                let mut stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| Error::exception("no command output"))?;
+                std::io::Read::read_to_end(&mut stdout, &mut text).map_err(Error::exception)?;
+                Some((argv[0].clone(), child))
+            } else {
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+                    .map_err(Error::exception)?;
+                None
+            };
+            return Ok(Input {
+                roots: split_paths(&text, &delimiter),
+                no_recursion: true,
+                pipe: None,
+                child,
+            });
+        }
+        let mut roots: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+        roots.extend(list.roots.iter().cloned());
+        if roots.is_empty() {
+            return Err(Error::command("Need at least one PATH argument."));
+        }
+        let pipe = roots
+            .iter()
+            .any(|r| r == b"-")
+            .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
+        Ok(Input {
+            roots,
+            no_recursion: false,
+            pipe,
+            child: None,
+        })
+    }
+
+    /// Wait for the feeding command; a failure is borg's CommandError.
+    fn finish(&mut self) -> Result<()> {
+        self.pipe = None;
+        if let Some((program, mut child)) = self.child.take() {
+            let status = child.wait().map_err(Error::exception)?;
+            if !status.success() {
+                let code = status.code().unwrap_or(-1);
+                let program = rborg::python::repr(&program);
+                return Err(Error::command(format!(
+                    "Command {program} exited with status {code}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_command(argv: &[String]) -> Result<std::process::Child> {
+    let Some(program) = argv.first() else {
+        return Err(Error::command("No command given."));
+    };
+    std::process::Command::new(program)
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            let text = rborg::fs::python_os_error(&e, Some(program.as_bytes()));
+            Error::command(format!("Failed to execute command: {text}"))
+        })
+}
+
+/// Paths separated by `delimiter` (empty entries dropped).
+fn split_paths(text: &[u8], delimiter: &[u8]) -> Vec<Vec<u8>> {
+    if delimiter.is_empty() {
+        return vec![text.to_vec()];
+    }
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (part, next) = match rest.windows(delimiter.len()).position(|w| w == delimiter) {
+            Some(i) => (&rest[..i], &rest[i + delimiter.len()..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        if !part.is_empty() {
+            out.push(part.to_vec());
+        }
+        rest = next;
+    }
+    out
+}
+
+/// `--paths-delimiter` escapes (`\n`, `\t`, `\r`, `\0`, `\\`), as borg's `eval_escapes`.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = s.chars();
+    let push = |out: &mut Vec<u8>, c: char| {
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            push(&mut out, c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('r') => out.push(b'\r'),
+            Some('0') => out.push(0),
+            Some(other) => {
+                if other != '\\' {
+                    out.push(b'\\');
+                }
+                push(&mut out, other);
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
 }
 
 /// The host name borg stores (BORG_HOSTNAME overrides, 1.4.5).
