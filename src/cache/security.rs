@@ -16,13 +16,19 @@ pub struct CacheConfigInfo {
     pub key_type: Option<String>,
     pub timestamp: Option<String>,
     pub previous_location: Option<String>,
+    /// The cache dir the values were read from: an accepted relocation is recorded in its
+    /// config too (as borg does), so the cache does not ask again.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl CacheConfigInfo {
     /// Read `[cache]` values of `<cache dir>/config` if the cache exists.
     pub fn read(cache_dir: &Path) -> Option<CacheConfigInfo> {
         let text = fs::read_to_string(cache_dir.join("config")).ok()?;
-        let mut info = CacheConfigInfo::default();
+        let mut info = CacheConfigInfo {
+            cache_dir: Some(cache_dir.to_path_buf()),
+            ..Default::default()
+        };
         let mut in_cache = false;
         for line in text.lines() {
             let t = line.trim();
@@ -129,29 +135,58 @@ impl SecurityManager {
         key: &Key,
         cache: Option<&CacheConfigInfo>,
     ) -> Result<()> {
-        self.assert_access_unknown(manifest, key)?;
-        self.assert_location_matches(cache)?;
+        self.assert_secure_with(manifest, key, cache, true)
+            .map(|_| ())
+    }
+
+    /// [`assert_secure`](Self::assert_secure) with borg's `warn_if_unencrypted`; returns
+    /// whether the user accepted a relocated repository (the location was updated).
+    pub fn assert_secure_with(
+        &self,
+        manifest: &Manifest,
+        key: &Key,
+        cache: Option<&CacheConfigInfo>,
+        warn_if_unencrypted: bool,
+    ) -> Result<bool> {
+        self.assert_access_unknown(manifest, key, warn_if_unencrypted)?;
+        let relocated = self.assert_location_matches(cache)?;
         self.assert_key_type(key, cache)?;
         self.assert_no_manifest_replay(manifest, key, cache)?;
         if !self.known() {
             self.save(&manifest.timestamp, key.key_type())?;
         }
-        Ok(())
+        Ok(relocated)
     }
 
-    fn assert_access_unknown(&self, manifest: &Manifest, key: &Key) -> Result<()> {
+    /// Ask before using an unknown unencrypted repository (not when `warn_if_unencrypted` is
+    /// false, i.e. for `init`), then remember it.
+    pub fn assert_access_unknown(
+        &self,
+        manifest: &Manifest,
+        key: &Key,
+        warn_if_unencrypted: bool,
+    ) -> Result<()> {
         if key.key_type().logically_encrypted() || self.known() {
             return Ok(());
         }
         let msg = "Warning: Attempting to access a previously unknown unencrypted repository!\n\
                    Do you want to continue? [yN] ";
-        if !ask_abortable(msg, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK") {
+        if warn_if_unencrypted && !ask_abortable(msg, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK")
+        {
             return Err(Error::plain(ErrorKind::CacheInitAborted));
         }
         self.save(&manifest.timestamp, key.key_type())
     }
 
-    fn assert_location_matches(&self, cache: Option<&CacheConfigInfo>) -> Result<()> {
+    /// Remove the security dir (repository deletion).
+    pub fn destroy(&self) -> Result<()> {
+        if self.dir.exists() {
+            fs::remove_dir_all(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn assert_location_matches(&self, cache: Option<&CacheConfigInfo>) -> Result<bool> {
         let mut previous = self.read("location");
         if let Some(prev_cache) = cache.and_then(|c| c.previous_location.clone()) {
             if previous.as_deref() != Some(prev_cache.as_str()) {
@@ -159,10 +194,10 @@ impl SecurityManager {
             }
         }
         let Some(previous) = previous else {
-            return Ok(());
+            return Ok(false);
         };
         if previous.is_empty() || previous == self.location {
-            return Ok(());
+            return Ok(false);
         }
         let msg = format!(
             "Warning: The repository at location {} was previously located at {}\nDo you want to continue? [yN] ",
@@ -171,7 +206,23 @@ impl SecurityManager {
         if !ask_abortable(&msg, "BORG_RELOCATED_REPO_ACCESS_IS_OK") {
             return Err(Error::plain(ErrorKind::CacheRepositoryAccessAborted));
         }
-        save_file(&self.file("location"), &self.location)
+        save_file(&self.file("location"), &self.location)?;
+        if let Some(dir) = cache.and_then(|c| c.cache_dir.as_deref()) {
+            self.record_location_in_cache(dir);
+        }
+        Ok(true)
+    }
+
+    /// Store the accepted location as the cache config's `previous_location` (under the cache
+    /// lock; skipped if the cache is busy or unreadable — it would only ask again).
+    fn record_location_in_cache(&self, cache_dir: &Path) {
+        let lock = crate::repository::lock::Lock::new(&cache_dir.join("lock"), true, Some(1.0));
+        let Ok(_lock) = lock.acquire() else {
+            return;
+        };
+        if let Ok(config) = super::config::CacheConfig::load(cache_dir, &self.location) {
+            let _ = config.save_plain();
+        }
     }
 
     fn assert_key_type(&self, key: &Key, cache: Option<&CacheConfigInfo>) -> Result<()> {

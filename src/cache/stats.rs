@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::archive::{Archive, ArchiveInfo};
+use crate::archive::{Archive, ArchiveInfo, ArchiveMeta};
 use crate::crypto::Key;
 use crate::errors::Result;
 use crate::hashindex::ChunkIndex;
@@ -39,43 +39,12 @@ pub fn archive_chunks(
     key: &Arc<Key>,
     info: &ArchiveInfo,
 ) -> Result<ArchiveChunks> {
-    let archive = Archive::load(repo.as_ref(), key, &info.id)?;
-    let mut counts = ChunkIndex::new();
-    counts.add(
-        &info.id,
-        1,
-        archive.plain_len as u32,
-        archive.stored_len as u32,
-    );
-    let mut totals = ItemTotals::default();
-    let mut items = archive.items(repo.clone(), key.clone());
-    for item in items.by_ref() {
-        let item = item?;
-        if let Some(chunks) = &item.chunks {
-            let (mut size, mut csize) = (0u64, 0u64);
-            for c in chunks {
-                counts.add(&c.id, 1, c.size, c.csize);
-                size += c.size as u64;
-                csize += c.csize as u64;
-            }
-            if item.part.is_some() {
-                totals.nfiles_parts += 1;
-                totals.size_parts += size;
-                totals.csize_parts += csize;
-            }
-            totals.nfiles += 1;
-            totals.size += size;
-            totals.csize += csize;
-        }
-    }
-    for (id, (plain, stored)) in archive.meta.items.iter().zip(items.chunk_lengths.iter()) {
-        counts.add(id, 1, *plain as u32, *stored as u32);
-    }
+    let built = super::sync::build_archive_index(repo, key, &info.id)?;
     Ok(ArchiveChunks {
         info: info.clone(),
-        archive,
-        counts,
-        item_totals: totals,
+        archive: built.archive,
+        counts: built.index,
+        item_totals: built.item_totals,
     })
 }
 
@@ -107,33 +76,46 @@ pub fn sync_all(
 impl ArchiveChunks {
     /// (nfiles, original size, compressed size) as borg reports them for this archive.
     pub fn totals(&self, consider_part_files: bool) -> (u64, u64, u64) {
-        let m = &self.archive.meta;
-        match (m.nfiles, m.size, m.csize) {
-            (Some(n), Some(s), Some(c)) => {
-                if consider_part_files {
-                    (
-                        n + m.nfiles_parts.unwrap_or(0),
-                        s + m.size_parts.unwrap_or(0),
-                        c + m.csize_parts.unwrap_or(0),
-                    )
-                } else {
-                    (n, s, c)
-                }
+        archive_totals(&self.archive.meta, &self.item_totals, consider_part_files)
+    }
+}
+
+/// (nfiles, original size, compressed size) of an archive as borg's `calc_stats` reports them:
+/// from the borg 1.2 statistics in the metadata, else from the items' totals.
+pub fn archive_totals(
+    m: &ArchiveMeta,
+    items: &ItemTotals,
+    consider_part_files: bool,
+) -> (u64, u64, u64) {
+    match (m.nfiles, m.size, m.csize) {
+        (Some(n), Some(s), Some(c)) => {
+            if consider_part_files {
+                (
+                    n + m.nfiles_parts.unwrap_or(0),
+                    s + m.size_parts.unwrap_or(0),
+                    c + m.csize_parts.unwrap_or(0),
+                )
+            } else {
+                (n, s, c)
             }
-            _ => {
-                let t = &self.item_totals;
-                if consider_part_files {
-                    (t.nfiles, t.size, t.csize)
-                } else {
-                    (
-                        t.nfiles - t.nfiles_parts,
-                        t.size - t.size_parts,
-                        t.csize - t.csize_parts,
-                    )
-                }
+        }
+        _ => {
+            if consider_part_files {
+                (items.nfiles, items.size, items.csize)
+            } else {
+                (
+                    items.nfiles - items.nfiles_parts,
+                    items.size - items.size_parts,
+                    items.csize - items.csize_parts,
+                )
             }
         }
     }
+}
+
+/// Whether the metadata carries borg 1.2's per-archive statistics.
+pub fn has_borg12_stats(m: &ArchiveMeta) -> bool {
+    m.nfiles.is_some() && m.size.is_some() && m.csize.is_some()
 }
 
 impl RepoChunks {

@@ -78,6 +78,16 @@ pub fn open_with_manifest(
     ops: &[Operation],
 ) -> Result<Opened> {
     let repo = open_repository(ctx, location, exclusive)?;
+    load_manifest(location, repo, ops)
+}
+
+/// The manifest part of [`open_with_manifest`] for an already opened repository: unlock the
+/// key, load and check the manifest, run the security-dir checks.
+pub fn load_manifest(
+    location: &Location,
+    repo: Arc<dyn Repository>,
+    ops: &[Operation],
+) -> Result<Opened> {
     let stored = Manifest::fetch(repo.as_ref())?;
     let key = open_key(repo.as_ref(), &stored)?;
     let manifest = Manifest::decode(repo.as_ref(), &key, &stored, ops)?;
@@ -91,6 +101,24 @@ pub fn open_with_manifest(
         key: Arc::new(key),
         manifest,
     })
+}
+
+/// Open the persistent cache of an opened repository with the common options (files cache
+/// disabled: every command but `create` uses it so).
+pub fn open_cache(ctx: &Context, opened: &Opened) -> Result<rborg::cache::Cache> {
+    let opts = rborg::cache::CacheOptions {
+        lock_wait: ctx.common.lock_wait as f64,
+        progress: ctx.common.progress,
+        consider_part_files: ctx.common.consider_part_files,
+        ..Default::default()
+    };
+    rborg::cache::Cache::open(
+        opened.repo.clone(),
+        opened.key.clone(),
+        &opened.manifest,
+        &opened.location.canonical_path(),
+        &opts,
+    )
 }
 
 /// The include/exclude options in command-line order.

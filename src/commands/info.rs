@@ -2,8 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
-use rborg::archive::{display_bytes, Operation};
-use rborg::cache::stats::{sync_all, ArchiveChunks, RepoChunks};
+use rborg::archive::{display_bytes, Archive, Operation};
+use rborg::cache::Cache;
 use rborg::chunker::ChunkerParams;
 use rborg::errors::Result;
 use rborg::output;
@@ -13,7 +13,8 @@ use rborg::output::stats::{cache_block, cache_json, size_row, DASHES, STATS_HEAD
 use rborg::repository::MAX_DATA_SIZE;
 
 use super::common::{
-    archive_filter, basic_json, open_with_manifest, parse_location, print_json, ArchiveArg, Opened,
+    archive_filter, basic_json, open_cache, open_with_manifest, parse_location, print_json,
+    ArchiveArg, Opened,
 };
 use super::Context;
 use crate::cli::InfoArgs;
@@ -21,11 +22,11 @@ use crate::cli::InfoArgs;
 pub fn run(ctx: &Context, args: &InfoArgs) -> Result<()> {
     let location = parse_location(args.location.as_deref(), ArchiveArg::Optional)?;
     let opened = open_with_manifest(ctx, &location, false, &[Operation::Read])?;
-    let chunks = sync_all(&opened.repo, &opened.key, &opened.manifest.archives)?;
+    let cache = open_cache(ctx, &opened)?;
     if location.archive.is_some() || args.filter.any() {
-        info_archives(ctx, args, &opened, &chunks)
+        info_archives(ctx, args, &opened, &cache)
     } else {
-        info_repository(ctx, args, &opened, &chunks)
+        info_repository(ctx, args, &opened, &cache)
     }
 }
 
@@ -35,13 +36,8 @@ fn cache_path(opened: &Opened) -> String {
         .to_string()
 }
 
-fn info_repository(
-    ctx: &Context,
-    args: &InfoArgs,
-    opened: &Opened,
-    chunks: &RepoChunks,
-) -> Result<()> {
-    let summary = chunks.cache_summary(ctx.common.consider_part_files);
+fn info_repository(ctx: &Context, args: &InfoArgs, opened: &Opened, cache: &Cache) -> Result<()> {
+    let summary = cache.summary()?;
     let id_hex = hex::encode(opened.repo.id());
     let security_dir = rborg::paths::security_dir(&id_hex).display().to_string();
     if args.json {
@@ -75,18 +71,13 @@ fn info_repository(
 }
 
 /// Seconds between two times at microsecond precision (Python's `total_seconds()`).
-fn duration_us(a: &ArchiveChunks) -> Result<i64> {
-    let start = a.archive.meta.start()?;
-    let end = a.archive.meta.end()?;
+fn duration_us(a: &Archive) -> Result<i64> {
+    let start = a.meta.start()?;
+    let end = a.meta.end()?;
     Ok((end - start).num_microseconds().unwrap_or(0))
 }
 
-fn info_archives(
-    ctx: &Context,
-    args: &InfoArgs,
-    opened: &Opened,
-    chunks: &RepoChunks,
-) -> Result<()> {
+fn info_archives(ctx: &Context, args: &InfoArgs, opened: &Opened, cache: &Cache) -> Result<()> {
     let selected: Vec<[u8; 32]> = match &opened.location.archive {
         Some(name) => vec![opened.manifest.get_archive(name)?.id],
         None => archive_filter(&args.filter, true)?
@@ -95,20 +86,25 @@ fn info_archives(
             .map(|a| a.id)
             .collect(),
     };
-    let summary = chunks.cache_summary(ctx.common.consider_part_files);
+    let summary = cache.summary()?;
     let iec = ctx.common.iec;
     let mut json_archives = Vec::new();
     for (i, id) in selected.iter().enumerate() {
-        let Some(a) = chunks.archives.iter().find(|a| a.info.id == *id) else {
+        let Some(info) = opened.manifest.archives.iter().find(|a| a.id == *id) else {
             continue;
         };
-        let (nfiles, osize, csize) = a.totals(ctx.common.consider_part_files);
-        let dsize = a.counts.stats_against(&chunks.master)?.unique_csize;
-        let meta = &a.archive.meta;
+        let a = Archive::load(opened.repo.as_ref(), &opened.key, id)?;
+        let totals = cache.archive_totals(&a)?;
+        let (nfiles, osize, csize) = (totals.nfiles, totals.size, totals.csize);
+        let dsize = cache
+            .archive_index(id)?
+            .stats_against(cache.chunks())?
+            .unique_csize;
+        let meta = &a.meta;
         let start = meta.start()?;
         let end = meta.end()?;
-        let duration = duration_us(a)?;
-        let max_archive_size = a.archive.stored_len as f64 / MAX_DATA_SIZE as f64;
+        let duration = duration_us(&a)?;
+        let max_archive_size = a.stored_len as f64 / MAX_DATA_SIZE as f64;
         let cmdline: Vec<String> = meta.cmdline.iter().map(|w| display_bytes(w)).collect();
         if args.json {
             let mut m = Map::new();
@@ -135,7 +131,7 @@ fn info_archives(
                 "limits".into(),
                 json!({ "max_archive_size": max_archive_size }),
             );
-            output::json::insert_text_with_b64(&mut m, "name", &a.info.name);
+            output::json::insert_text_with_b64(&mut m, "name", &info.name);
             m.insert("start".into(), Value::from(isoformat_archive_time(&start)));
             m.insert(
                 "stats".into(),
@@ -156,7 +152,7 @@ fn info_archives(
         let mut text = format!(
             "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\n\
              Time (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\n",
-            display_bytes(&a.info.name),
+            display_bytes(&info.name),
             hex::encode(id),
             display_bytes(&meta.comment),
             display_bytes(&meta.hostname),
