@@ -222,7 +222,8 @@ impl Location {
     }
 
     /// The key file name borg derives from the location (`to_key_filename` without the keys
-    /// directory): non-word characters → `_`, remote ones prefixed by `host__`, ≤ 100 chars.
+    /// directory): non-word characters of the path as given (`kf` → `kf`, `/srv/r` → `srv_r`)
+    /// → `_`, remote ones prefixed by `host__`, ≤ 100 chars.
     pub fn key_file_name(&self) -> String {
         let wordify = |s: &str| -> String {
             s.chars()
@@ -235,11 +236,8 @@ impl Location {
                 })
                 .collect()
         };
-        let path = match self.proto {
-            Proto::Local => self.absolute_path().to_string_lossy().into_owned(),
-            Proto::Ssh => self.path.clone(),
-        };
-        let mut name = wordify(&path).trim_matches('_').to_string();
+        // borg uses the location's own path here, so a relative local path stays relative
+        let mut name = wordify(&self.path).trim_matches('_').to_string();
         if self.proto == Proto::Ssh {
             name = format!("{}__{name}", wordify(self.host.as_deref().unwrap_or("")));
         }
@@ -1867,9 +1865,9 @@ mod tests {
                     assert_eq!(loc.path, *path, "{text}");
                     assert_eq!(loc.archive.as_deref(), *archive, "{text}");
                     assert_eq!((loc.raw.as_str(), loc.processed.as_str()), (*text, *text));
+                    assert_eq!(loc.key_file_name(), *key, "{text}");
                     if proto == Proto::Ssh {
                         assert_eq!(loc.canonical_path(), *canonical, "{text}");
-                        assert_eq!(loc.key_file_name(), *key, "{text}");
                     } else {
                         // local: shown absolute, as borg's repository reports it
                         let abs = if path.starts_with('/') {

@@ -326,11 +326,19 @@ pub fn key_file_name_for(location: &str) -> PathBuf {
 /// Where `borg init` puts a new key file: `$BORG_KEY_FILE` if set, else
 /// [`key_file_name_for`] (the keys dir is created if missing).
 pub fn new_key_file_path(location: &str) -> Result<PathBuf> {
+    let (path, host) = split_location(location);
+    new_key_file_path_named(&key_file_base_name(&path, host.as_deref()))
+}
+
+/// Where `borg init` puts a new key file whose base name is already known (borg's
+/// `Location.to_key_filename`, see `Location::key_file_name`): `$BORG_KEY_FILE` if set, else
+/// that name in the keys dir (created if missing), `.2`, `.3`, … appended while taken.
+pub fn new_key_file_path_named(base_name: &str) -> Result<PathBuf> {
     if let Some(p) = env_key_file() {
         return Ok(p);
     }
-    ensure_keys_dir()?;
-    Ok(key_file_name_for(location))
+    let dir = ensure_keys_dir()?;
+    Ok(unique_path(dir.join(base_name)))
 }
 
 fn unique_path(base: PathBuf) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Keys, encryption, authentication (repository-format.md §4): key types, the object
 //! envelope, chunk ids, TAM, key blobs and key files, passphrases and AES-CTR nonces.
 
+pub mod create;
 pub mod key;
 pub mod keyblob;
 pub mod keyfile;
@@ -12,6 +13,7 @@ pub mod passphrase;
 #[cfg(test)]
 mod fixture_tests;
 
+pub use create::{create_key, RelatedSecrets, KEY_LOGGER};
 pub use key::{
     blocks_needed, borg_workaround, manifest_nonce, DecryptJob, Key, KeyMaterial, KeySource,
     AES_OVERHEAD,
@@ -22,7 +24,8 @@ pub use keyblob::{
 };
 pub use keyfile::{
     check_key_file, find_key_file, find_key_file_in, find_key_file_with, key_file_base_name,
-    key_file_name_for, new_key_file_path, read_key_file, save_key_file, KEY_FILE_ID,
+    key_file_name_for, new_key_file_path, new_key_file_path_named, read_key_file, save_key_file,
+    KEY_FILE_ID,
 };
 pub use keytype::KeyType;
 pub use nonces::{

@@ -57,9 +57,14 @@ impl PassphraseEnv for SystemEnv {
             Ok(p) => Some(p),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
             Err(_) => {
-                // No terminal: like Python's getpass, prompt on stderr and read stdin.
+                // No terminal: like Python's getpass, prompt on stderr and read stdin; the
+                // newline the user typed is not echoed, so one is written after the answer.
                 self.write_stderr(prompt);
-                self.read_line()
+                let answer = self.read_line();
+                if answer.is_some() {
+                    self.write_stderr("\n");
+                }
+                answer
             }
         }
     }
@@ -265,7 +270,12 @@ pub fn new_passphrase(env: &dyn PassphraseEnv, allow_empty: bool) -> Result<Stri
         let second = getpass(env, "Enter same passphrase again: ")?;
         if first == second {
             show_passphrase_if_wanted(env, &first);
-            output::info("Remember your passphrase. Your data will be inaccessible without it.");
+            output::log(
+                output::Level::Info,
+                super::create::KEY_LOGGER,
+                "Remember your passphrase. Your data will be inaccessible without it.",
+                None,
+            );
             return Ok(first);
         }
         env.write_stderr("Passphrases do not match\n");

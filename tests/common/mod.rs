@@ -340,3 +340,134 @@ fn compare_snapshots(a: Vec<(Vec<u8>, EntryState)>, b: Vec<(Vec<u8>, EntryState)
         assert_eq!(sa, sb, "entry {} differs", String::from_utf8_lossy(p));
     }
 }
+
+/// Like [`run_in`], with `stdin` fed to the child and the child in a new session without a
+/// controlling terminal, so passphrase prompts read stdin (as in a script or cron job).
+pub fn run_detached(
+    program: &Path,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> Output {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("BORG_REPO")
+        .env_remove("BORG_PASSCOMMAND")
+        .env_remove("BORG_PASSPHRASE")
+        .env_remove("BORG_NEW_PASSPHRASE")
+        .env_remove("BORG_DISPLAY_PASSPHRASE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // the child may exit before reading everything
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Where a program is on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Python interpreter that runs real borg (its `#!` line), if it can import borg.
+pub fn borg_python() -> Option<PathBuf> {
+    let script = std::fs::read(find_on_path("borg")?).ok()?;
+    let first = script.split(|&b| b == b'\n').next()?;
+    let interpreter = std::str::from_utf8(first.strip_prefix(b"#!")?).ok()?.trim();
+    let interpreter = PathBuf::from(interpreter.split_whitespace().next()?);
+    let works = Command::new(&interpreter)
+        .args(["-c", "import borg.helpers"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    works.then_some(interpreter)
+}
+
+/// Check the TAM of archive `name` in `repo` with borg's own key code (its HKDF key
+/// derivation, the hmac over the stored plaintext with the hmac bytes zeroed). `None` when
+/// borg's Python modules are not importable; else whether it verifies.
+pub fn borg_verifies_archive_tam(
+    repo: &Path,
+    name: &str,
+    cwd: &Path,
+    env: &[(String, String)],
+) -> Option<bool> {
+    const SCRIPT: &str = r#"
+import hmac, sys
+from borg.repository import Repository
+from borg.helpers import Manifest
+from borg.helpers import msgpack
+from borg.logger import setup_logging
+setup_logging()
+with Repository(sys.argv[1], exclusive=False) as repository:
+    manifest, key = Manifest.load(repository, Manifest.NO_OPERATION_CHECK)
+    archive_id = manifest.archives[sys.argv[2]].id
+    data = key.decrypt(archive_id, repository.get(archive_id))
+    meta = msgpack.unpackb(data)
+    tam = meta[b'tam']
+    assert meta[b'name'] == sys.argv[2].encode(), meta[b'name']
+    buf = bytearray(data)
+    at = buf.index(tam[b'hmac'])
+    buf[at:at + 64] = bytes(64)
+    expected = hmac.digest(key._tam_key(tam[b'salt'], b'archive'), bytes(buf), 'sha512')
+    print('verified' if hmac.compare_digest(expected, tam[b'hmac']) else 'mismatch')
+"#;
+    let python = borg_python()?;
+    let out = run_in(
+        &python,
+        &["-c", SCRIPT, &repo.display().to_string(), name],
+        cwd,
+        env,
+    );
+    assert!(out.status.success(), "TAM check script: {}", stderr(&out));
+    Some(stdout(&out).trim() == "verified")
+}
+
+/// The stored (encrypted) form of object `id_hex` via `borg debug get-obj`; `None` if the
+/// repository has no such object.
+pub fn borg_get_obj(
+    repo: &Path,
+    id_hex: &str,
+    cwd: &Path,
+    env: &[(String, String)],
+) -> Option<Vec<u8>> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = borg(
+        &[
+            "debug",
+            "get-obj",
+            &repo.display().to_string(),
+            id_hex,
+            &file.path().display().to_string(),
+        ],
+        cwd,
+        env,
+    );
+    if !out.status.success() {
+        // borg prints this on stdout
+        let said = stdout(&out) + &stderr(&out);
+        assert!(said.contains("not found"), "{said}");
+        return None;
+    }
+    Some(std::fs::read(file.path()).unwrap())
+}
