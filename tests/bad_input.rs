@@ -350,7 +350,6 @@ fn interrupt_releases_the_repository_lock() {
         libc::kill(pid, libc::SIGINT);
         libc::kill(pid, libc::SIGINT);
     }
-    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(

@@ -655,7 +655,10 @@ impl Key {
         nonces: Option<&NonceManager>,
     ) -> Result<Vec<Vec<u8>>> {
         let (Some(aes), Some(ObjectMac::Blake2(mac))) = (&self.aes, &self.mac) else {
-            return plaintexts.iter().map(|p| self.compress_and_encrypt(spec, p, nonces)).collect();
+            return plaintexts
+                .iter()
+                .map(|p| self.compress_and_encrypt(spec, p, nonces))
+                .collect();
         };
         let nm = nonces.ok_or_else(|| Error::exception("encryption needs a nonce manager"))?;
         let mut out = Vec::with_capacity(plaintexts.len());
@@ -1482,13 +1485,19 @@ mod batch_tests {
                 Ok(())
             }
         }
-        for kt in [KeyType::RepoKeyBlake2, KeyType::RepoKey, KeyType::AuthenticatedBlake2] {
+        for kt in [
+            KeyType::RepoKeyBlake2,
+            KeyType::RepoKey,
+            KeyType::AuthenticatedBlake2,
+        ] {
             let key = Key::generate(kt, [4; 32]);
             let nm = NonceManager::new(Box::new(Mem(std::sync::Mutex::new(None))), None, 0);
             let datas: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1000 * i + 7]).collect();
             let refs: Vec<&[u8]> = datas.iter().map(|d| d.as_slice()).collect();
             let ids = key.id_hash_many(&refs);
-            let stored = key.compress_and_encrypt_many(&CompressionSpec::Lz4, &refs, Some(&nm)).unwrap();
+            let stored = key
+                .compress_and_encrypt_many(&CompressionSpec::Lz4, &refs, Some(&nm))
+                .unwrap();
             for ((d, id), st) in datas.iter().zip(&ids).zip(&stored) {
                 assert_eq!(*id, key.id_hash(d));
                 assert_eq!(key.decrypt(Some(id), st).unwrap(), *d);

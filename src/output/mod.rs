@@ -432,6 +432,12 @@ pub fn show_rc(rc: i32) {
 /// End the process the way borg does: the `--show-rc` line (if configured), flush stdout,
 /// exit with `rc`.
 pub fn exit_process(rc: i32) -> ! {
+    signals::claim_exit();
+    exit_claimed(rc)
+}
+
+/// [`exit_process`] for the caller that already holds the exit claim (the signal path).
+pub(crate) fn exit_claimed(rc: i32) -> ! {
     signals::run_cleanups();
     if SHOW_RC.load(Ordering::Relaxed) {
         show_rc(rc);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::{exit_process, log, Level, LOGGER_ARCHIVER};
+use super::{exit_claimed, log, Level, LOGGER_ARCHIVER};
 
 static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 static TERMINATING: AtomicBool = AtomicBool::new(false);
@@ -140,6 +140,17 @@ fn watch(read_fd: libc::c_int) {
     }
 }
 
+/// Held by whichever path ends the process first (a signal, or the normal exit): the other
+/// then waits instead of exiting while the first is still releasing locks.
+static EXITING: Mutex<()> = Mutex::new(());
+
+/// Claim the exit: returns only to the first caller; later callers block until the process is
+/// gone.
+pub fn claim_exit() {
+    let guard = EXITING.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::forget(guard);
+}
+
 /// Run (and forget) every registered cleanup, newest first. The normal exit path calls this
 /// too: a resource whose owner is still referenced somewhere (say, a repository lock held by an
 /// object a worker thread has not dropped yet) is released before the process ends.
@@ -158,6 +169,7 @@ pub fn run_cleanups() {
 fn terminate(sig: i32) -> ! {
     RECEIVED.store(sig, Ordering::Relaxed);
     TERMINATING.store(true, Ordering::Relaxed);
+    claim_exit();
     run_cleanups();
     let (msg, msgid) = match sig {
         libc::SIGINT => ("Keyboard interrupt", None),
@@ -168,7 +180,7 @@ fn terminate(sig: i32) -> ! {
     log(Level::Error, LOGGER_ARCHIVER, msg, msgid);
     let rc = 128 + sig;
     crate::errors::set_exit_code(rc);
-    exit_process(rc)
+    exit_claimed(rc)
 }
 
 #[cfg(test)]

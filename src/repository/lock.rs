@@ -639,6 +639,20 @@ impl Lock {
     }
 
     fn acquire_mode(&mut self, exclusive: bool, remove: Option<&str>) -> Result<()> {
+        // Registered before the lock files change: a signal arriving in between must still
+        // remove what this process wrote (removing entries it has not written is harmless).
+        let previous = self
+            .held_mode
+            .swap(if exclusive { 2 } else { 1 }, Ordering::SeqCst);
+        self.register_cleanup();
+        let acquired = self.acquire_files(exclusive, remove);
+        if acquired.is_err() {
+            self.held_mode.store(previous, Ordering::SeqCst);
+        }
+        acquired
+    }
+
+    fn acquire_files(&mut self, exclusive: bool, remove: Option<&str>) -> Result<()> {
         if exclusive {
             self.wait_for_readers_finishing(remove)?;
             if let Err(e) = self.roster.modify(EXCLUSIVE, true) {
@@ -658,9 +672,6 @@ impl Lock {
         }
         self.is_exclusive = exclusive;
         self.held = true;
-        self.held_mode
-            .store(if exclusive { 2 } else { 1 }, Ordering::SeqCst);
-        self.register_cleanup();
         Ok(())
     }
 
