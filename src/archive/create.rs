@@ -63,6 +63,11 @@ impl BackupIndex for crate::cache::Cache {
 /// The 43-byte signature that marks a cache directory (`--exclude-caches`).
 const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
+/// Chunks hashed and encrypted together by one worker (SIMD across chunks), and the bytes at
+/// which a batch is sent anyway.
+const BATCH_CHUNKS: usize = 4;
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Bytes of chunk data that may be in flight between walker and committer.
 const PIPELINE_BUDGET: u64 = 64 * 1024 * 1024;
 
@@ -150,7 +155,7 @@ struct ItemDone {
 }
 
 enum Piece {
-    Chunk(Result<ChunkDone>),
+    Chunks(Result<Vec<ChunkDone>>),
     Item(Box<ItemDone>),
 }
 
@@ -223,46 +228,55 @@ struct ChunkContext<'a> {
 }
 
 impl ChunkContext<'_> {
-    /// Hash a chunk; compress and encrypt it if neither the repository nor this run has it.
-    fn process(&self, data: &[u8]) -> Result<ChunkDone> {
-        let id = self.writer.key.id_hash(data);
-        let size = data.len() as u32;
-        if let Some(e) = self.index.chunk(&id) {
-            return Ok(ChunkDone {
-                id,
+    /// Hash a batch of chunks; compress and encrypt those neither the repository nor this run
+    /// has (hashing and MACs of a batch run side by side: see `Key::id_hash_many`).
+    fn process(&self, datas: &[Vec<u8>]) -> Result<Vec<ChunkDone>> {
+        let key = &self.writer.key;
+        let refs: Vec<&[u8]> = datas.iter().map(|d| d.as_slice()).collect();
+        let ids = key.id_hash_many(&refs);
+        let mut done: Vec<ChunkDone> = Vec::with_capacity(datas.len());
+        let mut to_store: Vec<usize> = Vec::new();
+        for (i, (id, data)) in ids.iter().zip(datas).enumerate() {
+            let size = data.len() as u32;
+            let csize = match self.index.chunk(id) {
+                Some(e) => e.csize,
+                None => {
+                    let claimed = self
+                        .claims
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(*id);
+                    if claimed {
+                        to_store.push(i);
+                        0
+                    } else {
+                        // Stored by another job of this run: its stored size is this
+                        // compression's output plus the envelope (an estimate only for
+                        // `obfuscate`'s random padding).
+                        let envelope = if key.needs_nonces() {
+                            crate::crypto::AES_OVERHEAD
+                        } else {
+                            1
+                        };
+                        (self.writer.compression.compress(data).len() + envelope) as u32
+                    }
+                }
+            };
+            done.push(ChunkDone {
+                id: *id,
                 size,
-                csize: e.csize,
+                csize,
                 stored: None,
             });
         }
-        let claimed = self
-            .claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
-        if claimed {
-            let stored = self.writer.encrypt(data)?;
-            return Ok(ChunkDone {
-                id,
-                size,
-                csize: stored.len() as u32,
-                stored: Some(stored),
-            });
+        if !to_store.is_empty() {
+            let plain: Vec<&[u8]> = to_store.iter().map(|&i| refs[i]).collect();
+            for (&i, stored) in to_store.iter().zip(self.writer.encrypt_many(&plain)?) {
+                done[i].csize = stored.len() as u32;
+                done[i].stored = Some(stored);
+            }
         }
-        // Stored by another job of this run: its stored size is this compression's output
-        // plus the envelope (an estimate only for `obfuscate`'s random padding).
-        let envelope = if self.writer.key.needs_nonces() {
-            crate::crypto::AES_OVERHEAD
-        } else {
-            1
-        };
-        let csize = self.writer.compression.compress(data).len() + envelope;
-        Ok(ChunkDone {
-            id,
-            size,
-            csize: csize as u32,
-            stored: None,
-        })
+        Ok(done)
     }
 }
 
@@ -281,18 +295,19 @@ fn commit_loop(
     let mut progress = opts.progress.then(ArchiveProgress::new);
     while let Some(piece) = pipeline.next() {
         match piece {
-            Piece::Chunk(chunk) => {
-                let c = chunk?;
-                if let Some(stored) = &c.stored {
-                    writer.put_stored(&c.id, stored)?;
-                    out.new_chunks.push((c.id, c.size, c.csize));
-                    new_refs.insert(c.id, 0);
+            Piece::Chunks(chunks) => {
+                for c in chunks? {
+                    if let Some(stored) = &c.stored {
+                        writer.put_stored(&c.id, stored)?;
+                        out.new_chunks.push((c.id, c.size, c.csize));
+                        new_refs.insert(c.id, 0);
+                    }
+                    pending.push(ChunkRef {
+                        id: c.id,
+                        size: c.size,
+                        csize: c.csize,
+                    });
                 }
-                pending.push(ChunkRef {
-                    id: c.id,
-                    size: c.size,
-                    csize: c.csize,
-                });
             }
             Piece::Item(done) => {
                 let ItemDone {
@@ -1102,40 +1117,63 @@ impl<'p, 'a> Walker<'p, 'a> {
         pipeline: &Ordered<'a, Piece>,
         ctx: ChunkContext<'a>,
     ) -> std::result::Result<(), Failure> {
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH_CHUNKS);
+        let mut batch_bytes = 0u64;
+        let submit = |batch: Vec<Vec<u8>>, bytes: u64| {
+            pipeline.submit(bytes, move || Piece::Chunks(ctx.process(&batch)))
+        };
         loop {
             let chunk = match chunks.next_chunk() {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => return Err(os("read", e)),
             };
-            let ok = match chunk {
-                Chunk::Data(data) => {
-                    let cost = data.len() as u64;
-                    pipeline.submit(cost, move || Piece::Chunk(ctx.process(&data)))
-                }
+            let data = match chunk {
+                Chunk::Data(data) => data,
                 Chunk::Zeros(len) | Chunk::Hole(len) => {
                     let id = *self
                         .zero_ids
                         .entry(len)
                         .or_insert_with(|| ctx.writer.key.id_hash(&vec![0u8; len]));
-                    let known = ctx.index.chunk(&id);
-                    match known {
-                        Some(e) => pipeline.submit_ready(Piece::Chunk(Ok(ChunkDone {
-                            id,
-                            size: len as u32,
-                            csize: e.csize,
-                            stored: None,
-                        }))),
-                        None => pipeline.submit(len as u64, move || {
-                            Piece::Chunk(ctx.process(&vec![0u8; len]))
-                        }),
+                    match ctx.index.chunk(&id) {
+                        // Known zero chunks are not hashed again; the batch goes first (order).
+                        Some(e) => {
+                            if !batch.is_empty()
+                                && !submit(
+                                    std::mem::take(&mut batch),
+                                    std::mem::take(&mut batch_bytes),
+                                )
+                            {
+                                self.stopped = true;
+                                return Ok(());
+                            }
+                            let zero = ChunkDone {
+                                id,
+                                size: len as u32,
+                                csize: e.csize,
+                                stored: None,
+                            };
+                            if !pipeline.submit_ready(Piece::Chunks(Ok(vec![zero]))) {
+                                self.stopped = true;
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        None => vec![0u8; len],
                     }
                 }
             };
-            if !ok {
-                self.stopped = true;
-                break;
+            batch_bytes += data.len() as u64;
+            batch.push(data);
+            if batch.len() >= BATCH_CHUNKS || batch_bytes >= BATCH_BYTES {
+                if !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes)) {
+                    self.stopped = true;
+                    return Ok(());
+                }
             }
+        }
+        if !batch.is_empty() && !submit(batch, batch_bytes) {
+            self.stopped = true;
         }
         Ok(())
     }

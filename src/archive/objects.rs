@@ -63,6 +63,12 @@ impl ObjectWriter {
         self.encrypt_with(&self.compression, plaintext)
     }
 
+    /// The stored forms of several plaintexts (MACs computed side by side where possible).
+    pub fn encrypt_many(&self, plaintexts: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+        self.key
+            .compress_and_encrypt_many(&self.compression, plaintexts, self.nonces.as_ref())
+    }
+
     /// The stored form of `plaintext` with another compression spec.
     pub fn encrypt_with(&self, spec: &CompressionSpec, plaintext: &[u8]) -> Result<Vec<u8>> {
         self.key
