@@ -233,3 +233,59 @@ fn damaged_cache_is_rebuilt() {
     assert!(!cache.join("txn.active").exists());
     assert_eq!(cache_chunks(&cache), good);
 }
+
+#[test]
+fn files_cache_is_shared_with_borg() {
+    use rborg::cache::{CacheConfig, FilesCache, FilesCacheMode};
+    use std::os::unix::ffi::OsStrExt;
+    if !borg_or_skip("files_cache_is_shared_with_borg") {
+        return;
+    }
+    let s = Setup::new("files_cache_is_shared_with_borg", "none");
+    let cache = s.cache();
+    let mut config = CacheConfig::load(&cache, "").unwrap();
+    let (files, warning) = FilesCache::load(&cache.join("files"), config.integrity_of("files"));
+    assert_eq!(warning, None);
+    let chunks = cache_chunks(&cache);
+    let id: [u8; 32] = hex::decode(repo_id_hex(&s.path().join("repo")))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = rborg::crypto::Key::plaintext(id);
+    let mut known = 0;
+    for (rel, content) in dir_contents(&s.path().join("data")) {
+        let path = s.path().join("data").join(&rel);
+        let hash = key.id_hash(path.as_os_str().as_bytes());
+        let st = rborg::fs::FileStat::from_metadata(&std::fs::symlink_metadata(&path).unwrap());
+        let Some(e) = files.get(&hash) else { continue };
+        known += 1;
+        assert_eq!(
+            (e.size, e.inode(), e.cmtime_ns),
+            (st.size, st.ino, st.ctime_ns)
+        );
+        let total: u64 = e.chunk_ids.iter().map(|c| chunks[c].size as u64).sum();
+        assert_eq!(total, content.len() as u64, "{rel}");
+        let ids = files.known_and_unchanged(FilesCacheMode::default(), &hash, &st);
+        assert_eq!(ids, (true, Some(e.chunk_ids.clone())));
+    }
+    assert!(known > 0);
+    // written back by rborg, the files cache still tells borg which files are unchanged
+    let digests = files.save(&cache.join("files"), 20).unwrap();
+    config.set_integrity("files", digests.to_json());
+    let manifest_id = config.manifest_id.unwrap();
+    let timestamp = config.timestamp.clone().unwrap();
+    let key_type: u8 = config.key_type.as_deref().unwrap().parse().unwrap();
+    config
+        .save(Some((&manifest_id, &timestamp)), Some(key_type))
+        .unwrap();
+    let o = ok(borg(
+        &["create", "--list", "repo::a3", "data"],
+        &s.path(),
+        &s.env(),
+    ));
+    let text = stderr(&o);
+    assert!(!text.contains("files cache"), "{text}");
+    let unchanged = text.lines().filter(|l| l.starts_with("U ")).count();
+    assert_eq!(unchanged, known, "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("M ")), "{text}");
+}

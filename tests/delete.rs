@@ -369,3 +369,64 @@ fn repository_deletion_asks_first() {
     ));
     assert!(!s.path().join("repo").exists() && !cache.exists() && security.is_dir());
 }
+
+#[test]
+fn forced_delete_of_a_damaged_archive() {
+    if !borg_or_skip("forced_delete_of_a_damaged_archive") {
+        return;
+    }
+    let s = Setup::new("forced_delete_of_a_damaged_archive", "repokey");
+    let env = s.env();
+    // remove the first item-stream chunk of a2 (borg's debug tools name it)
+    let dump = s.path().join("dump");
+    std::fs::create_dir(&dump).unwrap();
+    ok(borg(
+        &["debug", "dump-archive-items", "../repo::a2"],
+        &dump,
+        &env,
+    ));
+    let first = dir_contents(&dump)
+        .into_iter()
+        .map(|(n, _)| n)
+        .find(|n| n.starts_with("000000_"))
+        .unwrap();
+    let id = first
+        .trim_start_matches("000000_")
+        .trim_end_matches(".items");
+    ok(borg(&["debug", "delete-obj", "repo", id], &s.path(), &env));
+    // without --force: borg's error (and nothing changes); with --force: warnings, archive gone
+    let cases: &[(&str, &[&str])] = &[
+        ("plain", &["delete", "--stats", "repo::a2"]),
+        (
+            "forced",
+            &["delete", "--force", "--stats", "--list", "repo::a2"],
+        ),
+    ];
+    for (name, args) in cases {
+        let b_dir = s.copy(&format!("{name}-borg"));
+        let r_dir = s.copy(&format!("{name}-rborg"));
+        let b = borg(args, &b_dir, &env_with_base(&b_dir.join("base")));
+        let r = rborg(args, &r_dir, &env_with_base(&r_dir.join("base")));
+        if *name == "plain" {
+            assert_eq!(r.status.code(), Some(17), "{}", stderr(&r));
+            assert_eq!(b.status.code(), Some(2));
+            let first_lines = |o: &Output, dir: &Path| -> Vec<String> {
+                normalized(o, dir)
+                    .lines()
+                    .take(3)
+                    .map(str::to_string)
+                    .collect()
+            };
+            assert_eq!(first_lines(&r, &r_dir), first_lines(&b, &b_dir));
+        } else {
+            assert!(r.status.success() && b.status.success());
+            assert_eq!(normalized(&r, &r_dir), normalized(&b, &b_dir));
+        }
+        // both leave the same repository state behind for borg check
+        let check = |dir: &Path| {
+            let o = borg(&["check", "repo"], dir, &env_with_base(&dir.join("base")));
+            (o.status.code(), stderr(&o))
+        };
+        assert_eq!(check(&r_dir), check(&b_dir), "{name}");
+    }
+}
