@@ -389,7 +389,7 @@ mod tests {
         c.memorize(d, &h(4), &st, &[]);
         assert!(c.get(&h(4)).is_none());
         // only regular files
-        let mut dir = st.clone();
+        let mut dir = st;
         dir.mode = libc::S_IFDIR | 0o755;
         c.memorize(cis, &h(5), &dir, &[]);
         assert!(c.get(&h(5)).is_none());

@@ -40,8 +40,12 @@ pub struct ArchiveIndex {
     pub item_totals: ItemTotals,
 }
 
-/// The chunk references of one item value: (`chunks` list if present, has `part`).
-fn item_chunks(v: &Value) -> Result<(Option<Vec<(ObjectId, u32, u32)>>, bool)> {
+/// An item's chunk references (id, size, csize) if it has a `chunks` list, and whether it is
+/// a part file (has `part`).
+pub(crate) type ItemChunkRefs = (Option<Vec<(ObjectId, u32, u32)>>, bool);
+
+/// The chunk references of one item value.
+fn item_chunks(v: &Value) -> Result<ItemChunkRefs> {
     let bad = |what: &str| Error::integrity(format!("invalid item in item stream: {what}"));
     let entries = v.as_entries().ok_or_else(|| bad("not a map"))?;
     let mut chunks = None;
@@ -106,9 +110,10 @@ pub(crate) enum StreamEvent {
 impl ItemStream {
     pub(crate) fn new(repo: &Arc<dyn Repository>, key: &Arc<Key>, ids: &[ObjectId]) -> Self {
         let hinted: Vec<(ObjectId, u64)> = ids.iter().map(|id| (*id, 512 * 1024)).collect();
+        let ids: Vec<ObjectId> = ids.to_vec();
         ItemStream {
             chunks: prefetch(repo.clone(), key.clone(), hinted, DEFAULT_BUDGET / 4),
-            ids: ids.to_vec().into_iter(),
+            ids: ids.into_iter(),
             unpacker: StreamUnpacker::new(),
         }
     }
@@ -177,7 +182,7 @@ pub fn build_archive_index(
 }
 
 /// Chunk references of one item value, for callers that walk items themselves (delete).
-pub(crate) fn item_chunk_refs(v: &Value) -> Result<(Option<Vec<(ObjectId, u32, u32)>>, bool)> {
+pub(crate) fn item_chunk_refs(v: &Value) -> Result<ItemChunkRefs> {
     item_chunks(v)
 }
 

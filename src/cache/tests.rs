@@ -14,6 +14,9 @@ use crate::hashindex::ChunkIndexEntry;
 use crate::msgpack;
 use crate::repository::LocalRepository;
 
+/// Chunk id → (references, size, csize) of one archive.
+type Refs = HashMap<ObjectId, (u32, u32, u32)>;
+
 /// A repository plus the references every archive makes, counted independently.
 struct World {
     repo: Arc<dyn Repository>,
@@ -21,7 +24,7 @@ struct World {
     writer: ObjectWriter,
     manifest: Manifest,
     /// archive name → (id, chunk id → references, sizes)
-    archives: HashMap<String, (ObjectId, HashMap<ObjectId, (u32, u32, u32)>)>,
+    archives: HashMap<String, (ObjectId, Refs)>,
     /// Last: the repository must close before its directory goes.
     dir: tempfile::TempDir,
 }
@@ -503,7 +506,7 @@ fn files_cache_is_saved_with_the_transaction() {
     let older = FileStat {
         ctime_ns: 5,
         ino: 6,
-        ..st.clone()
+        ..st
     };
     let zid = w.key.id_hash(b"z");
     cache.memorize_file(&[1; 32], &older, &[zid]);
@@ -530,4 +533,10 @@ fn item_free_archive_and_empty_repository() {
     assert!(cache.chunks().is_empty());
     let s = cache.summary().unwrap();
     assert_eq!((s.total_chunks, s.total_size), (0, 0));
+}
+
+#[test]
+fn cache_is_shareable_between_threads() {
+    fn shared<T: Sync + Send>() {}
+    shared::<Cache>();
 }

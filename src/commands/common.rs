@@ -78,23 +78,28 @@ pub fn open_with_manifest(
     ops: &[Operation],
 ) -> Result<Opened> {
     let repo = open_repository(ctx, location, exclusive)?;
-    load_manifest(location, repo, ops)
+    load_manifest(location, repo, ops, true)
 }
 
 /// The manifest part of [`open_with_manifest`] for an already opened repository: unlock the
-/// key, load and check the manifest, run the security-dir checks.
+/// key, load and check the manifest, and with `secure` run the security-dir checks (borg's
+/// `with_repository(manifest=False)` commands load the manifest themselves and leave the
+/// checks to the cache).
 pub fn load_manifest(
     location: &Location,
     repo: Arc<dyn Repository>,
     ops: &[Operation],
+    secure: bool,
 ) -> Result<Opened> {
     let stored = Manifest::fetch(repo.as_ref())?;
     let key = open_key(repo.as_ref(), &stored)?;
     let manifest = Manifest::decode(repo.as_ref(), &key, &stored, ops)?;
-    let id_hex = hex::encode(repo.id());
-    let security = SecurityManager::new(&id_hex, &location.canonical_path());
-    let cache_config = CacheConfigInfo::read(&rborg::paths::repo_cache_dir(&id_hex));
-    security.assert_secure(&manifest, &key, cache_config.as_ref())?;
+    if secure {
+        let id_hex = hex::encode(repo.id());
+        let security = SecurityManager::new(&id_hex, &location.canonical_path());
+        let cache_config = CacheConfigInfo::read(&rborg::paths::repo_cache_dir(&id_hex));
+        security.assert_secure(&manifest, &key, cache_config.as_ref())?;
+    }
     Ok(Opened {
         location: location.clone(),
         repo,

@@ -82,7 +82,8 @@ fn delete_archives(
     location: &Location,
     repo: Arc<dyn Repository>,
 ) -> Result<()> {
-    let mut opened = load_manifest(location, repo, &[Operation::Delete])?;
+    // as borg's delete: no security checks here; the cache runs them (not used by --force --force)
+    let mut opened = load_manifest(location, repo, &[Operation::Delete], false)?;
     let names = selected_names(args, &opened)?;
     if names.is_empty() {
         return Ok(());

@@ -471,3 +471,117 @@ pub fn borg_get_obj(
     }
     Some(std::fs::read(file.path()).unwrap())
 }
+
+/// Environment for borg/rborg runs with their own `BORG_BASE_DIR` (passphrase, UTC, no
+/// prompts about unknown or moved repositories).
+pub fn env_with_base(base: &Path) -> Vec<(String, String)> {
+    vec![
+        ("BORG_PASSPHRASE".into(), PASSPHRASE.into()),
+        ("BORG_BASE_DIR".into(), base.display().to_string()),
+        ("TZ".into(), "UTC".into()),
+        (
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(),
+            "yes".into(),
+        ),
+        ("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()),
+    ]
+}
+
+/// `env` with one variable added or replaced.
+pub fn with_var(env: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env.iter().filter(|(k, _)| k != name).cloned().collect();
+    out.push((name.into(), value.into()));
+    out
+}
+
+/// Seed for randomized tests: `$RBORG_TEST_SEED` or the clock (printed to replay a run).
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("RBORG_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: RBORG_TEST_SEED={seed}");
+    seed
+}
+
+/// Add, change and remove files of a tree of random content under `root` (created if
+/// missing): some files share content (deduplication), some span several chunks.
+pub fn mutate_random_tree(root: &Path, rng: &mut rand::rngs::StdRng) {
+    use rand::Rng;
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let shared: Vec<u8> = (0..rng.gen_range(1000..200_000))
+        .map(|_| rng.gen())
+        .collect();
+    for i in 0..rng.gen_range(8..20) {
+        let dir = if rng.gen_bool(0.3) {
+            root.join("sub")
+        } else {
+            root.to_path_buf()
+        };
+        let name = dir.join(format!("f{}", rng.gen_range(0..30)));
+        match rng.gen_range(0..10) {
+            0 => {
+                let _ = std::fs::remove_file(&name);
+            }
+            1..=3 => std::fs::write(&name, &shared).unwrap(),
+            _ => {
+                let size = if i % 5 == 0 {
+                    rng.gen_range(100_000..3_000_000)
+                } else {
+                    rng.gen_range(0..20_000)
+                };
+                let data: Vec<u8> = (0..size).map(|_| rng.gen()).collect();
+                std::fs::write(&name, data).unwrap();
+            }
+        }
+    }
+}
+
+/// The repository id (hex) from a local repository's `config`.
+pub fn repo_id_hex(repo: &Path) -> String {
+    let text = std::fs::read_to_string(repo.join("config")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The chunks index of a cache dir (verified against its config), as a map.
+pub fn cache_chunks(
+    cache_dir: &Path,
+) -> std::collections::HashMap<[u8; 32], rborg::hashindex::ChunkIndexEntry> {
+    let config = rborg::cache::CacheConfig::load(cache_dir, "").unwrap();
+    rborg::hashindex::ChunkIndex::read_path(
+        &cache_dir.join("chunks"),
+        config.integrity_of("chunks"),
+        false,
+    )
+    .unwrap()
+    .iter()
+    .collect()
+}
+
+/// Files of a directory (recursively) with their contents, sorted by relative path.
+pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
