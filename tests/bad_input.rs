@@ -328,7 +328,7 @@ fn interrupt_releases_the_repository_lock() {
     for (k, v) in s.env() {
         cmd.env(k, v);
     }
-    let mut child = cmd
+    let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -208,11 +208,12 @@ fn create_json_stats_and_list_letters_follow_borg() {
         return;
     }
     let s = Scratch::new();
-    let src = s.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let tree = make_fixture_tree(&fx, &src, 1);
     let mut outputs = Vec::new();
     for tool in ["borg", "rborg"] {
+        // each tool gets its own copy of the tree, made just before (same ctime history)
+        let src = s.path().join(format!("src-{tool}"));
+        std::fs::create_dir_all(&src).unwrap();
+        let tree = make_fixture_tree(&fx, &src, 1);
         let env = env_for(&s, &s.path().join(format!("base-{tool}")));
         let repo = s.path().join("repos").join(tool);
         let repo_s = repo.to_str().unwrap().to_string();
@@ -283,9 +284,12 @@ fn create_json_stats_and_list_letters_follow_borg() {
                 let l = regex::Regex::new(r"Repository: .*")
                     .unwrap()
                     .replace_all(&l, "REPO");
-                regex::Regex::new(r"\d+")
+                let l = regex::Regex::new(r"\d+").unwrap().replace_all(&l, "N");
+                // column padding depends on the values; borg 1.2.4 also counts the archive
+                // metadata object in "This archive" (1.4, which rborg follows, does not)
+                regex::Regex::new(r" {2,}")
                     .unwrap()
-                    .replace_all(&l, "N")
+                    .replace_all(&l, "  ")
                     .into_owned()
             })
             .collect()

@@ -1165,11 +1165,10 @@ impl<'p, 'a> Walker<'p, 'a> {
             };
             batch_bytes += data.len() as u64;
             batch.push(data);
-            if batch.len() >= BATCH_CHUNKS || batch_bytes >= BATCH_BYTES {
-                if !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes)) {
-                    self.stopped = true;
-                    return Ok(());
-                }
+            let full = batch.len() >= BATCH_CHUNKS || batch_bytes >= BATCH_BYTES;
+            if full && !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes)) {
+                self.stopped = true;
+                return Ok(());
             }
         }
         if !batch.is_empty() && !submit(batch, batch_bytes) {
