@@ -96,10 +96,31 @@ impl CompressionSpec {
 
     /// Compress `data` into a borg envelope (header + body), with borg's fallbacks.
     pub fn compress(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.compress_append(data, &mut out);
+        out
+    }
+
+    /// Append the envelope of `data` to `out` (the encryption envelope is built around it
+    /// in place: no copy of the compressed body).
+    pub fn compress_append(&self, data: &[u8], out: &mut Vec<u8>) {
         match self {
-            CompressionSpec::None => store_uncompressed(data),
-            CompressionSpec::Lz4 => lz4_compress(data),
-            CompressionSpec::Zstd(level) => zstd_compress(data, *level),
+            CompressionSpec::None => append_uncompressed(data, out),
+            CompressionSpec::Lz4 => lz4_append(data, out),
+            CompressionSpec::Zstd(level) => zstd_append(data, *level, out),
+            _ if out.is_empty() => *out = self.compress_whole(data),
+            _ => out.extend_from_slice(&self.compress_whole(data)),
+        }
+    }
+
+    /// The envelope of the compressors that build it whole (zlib, lzma, auto, obfuscate).
+    fn compress_whole(&self, data: &[u8]) -> Vec<u8> {
+        match self {
+            CompressionSpec::None | CompressionSpec::Lz4 | CompressionSpec::Zstd(_) => {
+                let mut out = Vec::new();
+                self.compress_append(data, &mut out);
+                out
+            }
             CompressionSpec::Zlib(level) => zlib_compress(data, *level),
             CompressionSpec::Lzma(level) => lzma_compress(data, *level),
             CompressionSpec::Auto(inner) => auto_compress(data, inner),
@@ -143,18 +164,47 @@ fn store_uncompressed(data: &[u8]) -> Vec<u8> {
     with_header(HEADER_NONE, data)
 }
 
+fn append_uncompressed(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(2 + data.len());
+    out.extend_from_slice(&HEADER_NONE);
+    out.extend_from_slice(data);
+}
+
+/// Append `header` + what `compress` writes into a buffer of `bound` bytes, or the data
+/// uncompressed (`00 00`+data) unless the body is strictly smaller than the input.
+fn append_compressed(
+    data: &[u8],
+    header: [u8; 2],
+    bound: usize,
+    out: &mut Vec<u8>,
+    compress: impl FnOnce(&mut [u8]) -> Option<usize>,
+) {
+    let start = out.len();
+    out.resize(start + 2 + bound, 0);
+    match compress(&mut out[start + 2..]) {
+        Some(n) if n < data.len() => {
+            out[start..start + 2].copy_from_slice(&header);
+            out.truncate(start + 2 + n);
+        }
+        _ => {
+            out.truncate(start);
+            append_uncompressed(data, out);
+        }
+    }
+}
+
 /// lz4 block; `00 00`+data unless the body is strictly smaller than the input.
 fn lz4_compress(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    lz4_append(data, &mut out);
+    out
+}
+
+fn lz4_append(data: &[u8], out: &mut Vec<u8>) {
     let bound = lz4_flex::block::get_maximum_output_size(data.len());
-    let mut out = vec![0u8; 2 + bound];
-    match lz4_flex::block::compress_into(data, &mut out[2..]) {
-        Ok(n) if n < data.len() => {
-            out[..2].copy_from_slice(&HEADER_LZ4);
-            out.truncate(2 + n);
-            out
-        }
-        _ => store_uncompressed(data),
-    }
+    append_compressed(data, HEADER_LZ4, bound, out, |buf| {
+        lz4_flex::block::compress_into(data, buf).ok()
+    });
 }
 
 thread_local! {
@@ -164,18 +214,13 @@ thread_local! {
 
 /// One zstd frame (ZSTD_compress semantics, so the content size is in the frame header);
 /// `00 00`+data unless strictly smaller.
-fn zstd_compress(data: &[u8], level: i32) -> Vec<u8> {
+fn zstd_append(data: &[u8], level: i32, out: &mut Vec<u8>) {
     let bound = zstd::zstd_safe::compress_bound(data.len());
-    let mut out = vec![0u8; 2 + bound];
-    let written = ZSTD_CCTX.with(|cctx| cctx.borrow_mut().compress(&mut out[2..], data, level));
-    match written {
-        Ok(n) if n < data.len() => {
-            out[..2].copy_from_slice(&HEADER_ZSTD);
-            out.truncate(2 + n);
-            out
-        }
-        _ => store_uncompressed(data),
-    }
+    append_compressed(data, HEADER_ZSTD, bound, out, |buf| {
+        ZSTD_CCTX
+            .with(|cctx| cctx.borrow_mut().compress(buf, data, level))
+            .ok()
+    });
 }
 
 /// A bare zlib stream (no borg header, never falls back), like Python's `zlib.compress`.

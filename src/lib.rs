@@ -4,6 +4,7 @@
 //! lives here. See `docs/design.md` for the module map.
 
 pub mod archive;
+pub mod bufpool;
 pub mod cache;
 pub mod chunker;
 pub mod compress;

@@ -18,13 +18,14 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::archive::item::{ChunkRef, Item};
 use crate::archive::itembuf::ItemBuffer;
 use crate::archive::objects::ObjectWriter;
 use crate::archive::ordered::Ordered;
 use crate::archive::Statistics;
+use crate::bufpool::BufferPool;
 use crate::chunker::{Chunk, Chunker, ChunkerParams};
 use crate::errors::{Error, Result, WarningKind};
 use crate::fs::{self, BackupOsError, CaptureOptions, FileStat, FilesChanged, OpenKind};
@@ -63,13 +64,20 @@ impl BackupIndex for crate::cache::Cache {
 /// The 43-byte signature that marks a cache directory (`--exclude-caches`).
 const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
-/// Chunks hashed and encrypted together by one worker (SIMD across chunks), and the bytes at
-/// which a batch is sent anyway.
-const BATCH_CHUNKS: usize = 4;
-const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// Finished items sent to the committer at once.
+const ITEMS_PER_BATCH: usize = 256;
 
-/// Bytes of chunk data that may be in flight between walker and committer.
-const PIPELINE_BUDGET: u64 = 64 * 1024 * 1024;
+/// Chunks hashed and encrypted together by one worker (SIMD across chunks), and the bytes a
+/// batch stays under (unless one chunk alone is larger).
+const BATCH_CHUNKS: usize = 4;
+const BATCH_BYTES: u64 = 4 << 20;
+
+/// Idle chunk and envelope buffers kept for reuse (see `bufpool`).
+const POOL_IDLE_BYTES: usize = 24 << 20;
+
+/// Bytes in flight between walker and committer: chunk data until hashed and encrypted, then
+/// the envelopes until written. Small, so peak memory stays at borg's; two cores stay busy.
+const PIPELINE_BUDGET: u64 = 12 << 20;
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -156,7 +164,21 @@ struct ItemDone {
 
 enum Piece {
     Chunks(Result<Vec<ChunkDone>>),
-    Item(Box<ItemDone>),
+    Items(Vec<ItemDone>),
+}
+
+impl Piece {
+    /// Bytes a finished piece holds until committed (the stored envelopes).
+    fn weight(&self) -> u64 {
+        match self {
+            Piece::Chunks(Ok(chunks)) => chunks
+                .iter()
+                .filter_map(|c| c.stored.as_ref())
+                .map(|s| s.capacity() as u64)
+                .sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// What a backup produced, for the caller to commit.
@@ -192,7 +214,8 @@ pub fn backup(
         return Ok(CreateOutcome::default());
     };
     let claims: Mutex<HashSet<ObjectId>> = Mutex::new(HashSet::new());
-    let pipeline: Ordered<Piece> = Ordered::new(PIPELINE_BUDGET);
+    let pool = Arc::new(BufferPool::new(POOL_IDLE_BYTES));
+    let pipeline: Ordered<Piece> = Ordered::with_weigher(PIPELINE_BUDGET, Piece::weight);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -203,13 +226,16 @@ pub fn backup(
                 writer,
                 index,
                 claims: &claims,
+                pool: &pool,
             };
             let mut walker = Walker::new(Some(&pipeline), Some(index), matcher, opts, Some(ctx));
+            walker.chunker.use_pool(pool.clone());
             let walked = walker.walk_roots(pipe);
+            walker.send_items(&pipeline);
             pipeline.finish_input();
             walked
         });
-        let result = commit_loop(writer, index, &pipeline, opts);
+        let result = commit_loop(writer, index, &pipeline, &pool, opts);
         pipeline.close();
         let walked = walker_thread
             .join()
@@ -225,6 +251,8 @@ struct ChunkContext<'a> {
     writer: &'a ObjectWriter,
     index: &'a dyn BackupIndex,
     claims: &'a Mutex<HashSet<ObjectId>>,
+    /// Chunk copies and envelopes go round this.
+    pool: &'a BufferPool,
 }
 
 impl ChunkContext<'_> {
@@ -271,7 +299,10 @@ impl ChunkContext<'_> {
         }
         if !to_store.is_empty() {
             let plain: Vec<&[u8]> = to_store.iter().map(|&i| refs[i]).collect();
-            for (&i, stored) in to_store.iter().zip(self.writer.encrypt_many(&plain)?) {
+            for (&i, stored) in to_store
+                .iter()
+                .zip(self.writer.encrypt_many(&plain, &|n| self.pool.take(n))?)
+            {
                 done[i].csize = stored.len() as u32;
                 done[i].stored = Some(stored);
             }
@@ -285,6 +316,7 @@ fn commit_loop(
     writer: &ObjectWriter,
     index: &dyn BackupIndex,
     pipeline: &Ordered<Piece>,
+    pool: &BufferPool,
     opts: &CreateOptions,
 ) -> Result<CreateOutcome> {
     let mut out = CreateOutcome::default();
@@ -297,8 +329,9 @@ fn commit_loop(
         match piece {
             Piece::Chunks(chunks) => {
                 for c in chunks? {
-                    if let Some(stored) = &c.stored {
-                        writer.put_stored(&c.id, stored)?;
+                    if let Some(stored) = c.stored {
+                        writer.put_stored(&c.id, &stored)?;
+                        pool.give(stored);
                         out.new_chunks.push((c.id, c.size, c.csize));
                         new_refs.insert(c.id, 0);
                     }
@@ -309,66 +342,23 @@ fn commit_loop(
                     });
                 }
             }
-            Piece::Item(done) => {
-                let ItemDone {
-                    mut item,
-                    content,
-                    counts_as_file,
-                    memorize,
-                } = *done;
-                let refs: Option<Vec<ChunkRef>> = match content {
-                    Content::None => None,
-                    Content::Discard => {
-                        pending.clear();
-                        continue;
-                    }
-                    Content::Streamed => Some(std::mem::take(&mut pending)),
-                    Content::Known(ids) => Some(
-                        ids.iter()
-                            .map(|id| {
-                                let e = index.chunk(id).unwrap_or_default();
-                                ChunkRef {
-                                    id: *id,
-                                    size: e.size,
-                                    csize: e.csize,
-                                }
-                            })
-                            .collect(),
-                    ),
-                };
-                if let Some(refs) = refs {
-                    for r in &refs {
-                        let fresh = match new_refs.get_mut(&r.id) {
-                            Some(n) => {
-                                *n += 1;
-                                *n == 1
-                            }
-                            None => false,
-                        };
-                        if !fresh {
-                            out.increfs.push(r.id);
+            Piece::Items(items) => {
+                for done in items {
+                    let mut c = Committer {
+                        writer,
+                        index,
+                        out: &mut out,
+                        new_refs: &mut new_refs,
+                        itembuf: &mut itembuf,
+                    };
+                    if let Some(path) = c.item(done, &mut pending)? {
+                        if let Some(p) = progress.as_mut() {
+                            p.show(
+                                &progress_stats(&c.out.stats),
+                                &crate::archive::display_bytes(&path),
+                            );
                         }
-                        out.stats
-                            .update(r.size as u64, r.csize as u64, fresh, false);
                     }
-                    item.size = Some(refs.iter().map(|r| r.size as u64).sum());
-                    if let Some((path_hash, st)) = memorize {
-                        out.memorize
-                            .push((path_hash, st, refs.iter().map(|r| r.id).collect()));
-                    }
-                    item.chunks = Some(refs);
-                }
-                if counts_as_file {
-                    out.stats.nfiles += 1;
-                }
-                let mut store =
-                    |data: &[u8]| store_meta_chunk(writer, index, data, &mut out, &mut new_refs);
-                itembuf.add(&item, &mut store)?;
-                if let Some(p) = progress.as_mut() {
-                    p.show(
-                        &progress_stats(&out.stats),
-                        &crate::archive::display_bytes(&item.path),
-                    );
                 }
             }
         }
@@ -388,6 +378,80 @@ fn commit_loop(
         p.finish();
     }
     Ok(out)
+}
+
+/// The committer's state while it adds items.
+struct Committer<'c> {
+    writer: &'c ObjectWriter,
+    index: &'c dyn BackupIndex,
+    out: &'c mut CreateOutcome,
+    new_refs: &'c mut HashMap<ObjectId, u32>,
+    itembuf: &'c mut ItemBuffer,
+}
+
+impl Committer<'_> {
+    /// Finish an item (its chunk list, statistics, files-cache entry) and append it to the
+    /// item stream; returns its path (None for a discarded one).
+    fn item(&mut self, done: ItemDone, pending: &mut Vec<ChunkRef>) -> Result<Option<Vec<u8>>> {
+        let ItemDone {
+            mut item,
+            content,
+            counts_as_file,
+            memorize,
+        } = done;
+        let refs: Option<Vec<ChunkRef>> = match content {
+            Content::None => None,
+            Content::Discard => {
+                pending.clear();
+                return Ok(None);
+            }
+            Content::Streamed => Some(std::mem::take(pending)),
+            Content::Known(ids) => Some(
+                ids.iter()
+                    .map(|id| {
+                        let e = self.index.chunk(id).unwrap_or_default();
+                        ChunkRef {
+                            id: *id,
+                            size: e.size,
+                            csize: e.csize,
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        if let Some(refs) = refs {
+            for r in &refs {
+                let fresh = match self.new_refs.get_mut(&r.id) {
+                    Some(n) => {
+                        *n += 1;
+                        *n == 1
+                    }
+                    None => false,
+                };
+                if !fresh {
+                    self.out.increfs.push(r.id);
+                }
+                self.out
+                    .stats
+                    .update(r.size as u64, r.csize as u64, fresh, false);
+            }
+            item.size = Some(refs.iter().map(|r| r.size as u64).sum());
+            if let Some((path_hash, st)) = memorize {
+                self.out
+                    .memorize
+                    .push((path_hash, st, refs.iter().map(|r| r.id).collect()));
+            }
+            item.chunks = Some(refs);
+        }
+        if counts_as_file {
+            self.out.stats.nfiles += 1;
+        }
+        let (writer, index) = (self.writer, self.index);
+        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
+        let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
+        self.itembuf.add(&item, &mut store)?;
+        Ok(Some(item.path))
+    }
 }
 
 fn progress_stats(s: &Statistics) -> ArchiveProgressStats {
@@ -445,6 +509,8 @@ struct Walker<'p, 'a> {
     skip_inodes: HashSet<(u64, u64)>,
     /// Zero chunks' ids by length (sparse files, zero runs).
     zero_ids: HashMap<usize, ObjectId>,
+    /// Finished items not sent yet (sent in batches: one wake-up of the committer each).
+    ready_items: Vec<ItemDone>,
     stopped: bool,
 }
 
@@ -485,6 +551,7 @@ impl<'p, 'a> Walker<'p, 'a> {
             hard_links: HashMap::new(),
             skip_inodes: opts.skip_inodes.iter().copied().collect(),
             zero_ids: HashMap::new(),
+            ready_items: Vec::new(),
             stopped: false,
         }
     }
@@ -1117,10 +1184,15 @@ impl<'p, 'a> Walker<'p, 'a> {
         pipeline: &Ordered<'a, Piece>,
         ctx: ChunkContext<'a>,
     ) -> std::result::Result<(), Failure> {
+        self.send_items(pipeline);
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH_CHUNKS);
         let mut batch_bytes = 0u64;
         let submit = |batch: Vec<Vec<u8>>, bytes: u64| {
-            pipeline.submit(bytes, move || Piece::Chunks(ctx.process(&batch)))
+            pipeline.submit(bytes, move || {
+                let done = ctx.process(&batch);
+                batch.into_iter().for_each(|b| ctx.pool.give(b));
+                Piece::Chunks(done)
+            })
         };
         loop {
             let chunk = match chunks.next_chunk() {
@@ -1163,10 +1235,20 @@ impl<'p, 'a> Walker<'p, 'a> {
                     }
                 }
             };
+            // A batch stays under BATCH_BYTES unless one chunk alone is larger.
+            let overflows = batch_bytes + data.len() as u64 > BATCH_BYTES;
+            if overflows
+                && !batch.is_empty()
+                && !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes))
+            {
+                self.stopped = true;
+                return Ok(());
+            }
             batch_bytes += data.len() as u64;
             batch.push(data);
-            let full = batch.len() >= BATCH_CHUNKS || batch_bytes >= BATCH_BYTES;
-            if full && !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes)) {
+            if batch.len() >= BATCH_CHUNKS
+                && !submit(std::mem::take(&mut batch), std::mem::take(&mut batch_bytes))
+            {
                 self.stopped = true;
                 return Ok(());
             }
@@ -1193,7 +1275,17 @@ impl<'p, 'a> Walker<'p, 'a> {
             counts_as_file,
             memorize,
         };
-        if !pipeline.submit_ready(Piece::Item(Box::new(done))) {
+        self.ready_items.push(done);
+        if self.ready_items.len() >= ITEMS_PER_BATCH {
+            self.send_items(pipeline);
+        }
+    }
+
+    /// Send the finished items (before any chunk job, so the order is kept).
+    fn send_items(&mut self, pipeline: &Ordered<'a, Piece>) {
+        if !self.ready_items.is_empty()
+            && !pipeline.submit_ready(Piece::Items(std::mem::take(&mut self.ready_items)))
+        {
             self.stopped = true;
         }
     }

@@ -64,9 +64,18 @@ impl ObjectWriter {
     }
 
     /// The stored forms of several plaintexts (MACs computed side by side where possible).
-    pub fn encrypt_many(&self, plaintexts: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
-        self.key
-            .compress_and_encrypt_many(&self.compression, plaintexts, self.nonces.as_ref())
+    /// `buffer(n)` gives an empty buffer with room for n bytes for each envelope.
+    pub fn encrypt_many(
+        &self,
+        plaintexts: &[&[u8]],
+        buffer: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.key.compress_and_encrypt_many(
+            &self.compression,
+            plaintexts,
+            self.nonces.as_ref(),
+            buffer,
+        )
     }
 
     /// The stored form of `plaintext` with another compression spec.

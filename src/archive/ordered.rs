@@ -31,6 +31,9 @@ pub struct Ordered<'a, R> {
     /// The submitter waits here for budget.
     space: Condvar,
     budget: u64,
+    /// The cost of a finished job's result (what it still holds until consumed); without
+    /// it a job costs what it was submitted with until consumed.
+    weigh: Option<fn(&R) -> u64>,
 }
 
 impl<'a, R: Send> Ordered<'a, R> {
@@ -51,6 +54,16 @@ impl<'a, R: Send> Ordered<'a, R> {
             head_ready: Condvar::new(),
             space: Condvar::new(),
             budget,
+            weigh: None,
+        }
+    }
+
+    /// Like [`Ordered::new`], but a finished job costs what `weigh` says of its result from
+    /// then on (its input is gone): the budget then bounds inputs and outputs together.
+    pub fn with_weigher(budget: u64, weigh: fn(&R) -> u64) -> Ordered<'a, R> {
+        Ordered {
+            weigh: Some(weigh),
+            ..Ordered::new(budget)
         }
     }
 
@@ -134,14 +147,24 @@ impl<'a, R: Send> Ordered<'a, R> {
                 }
             };
             let result = job();
+            let weight = self.weigh.map(|w| w(&result));
             let mut st = self.lock();
             let index = (seq - st.first_seq) as usize;
+            let mut freed = false;
             if let Some(slot) = st.results.get_mut(index) {
                 *slot = Some(result);
+                if let Some(weight) = weight {
+                    let before = std::mem::replace(&mut st.costs[index], weight);
+                    st.in_flight = st.in_flight - before + weight;
+                    freed = weight < before && st.in_flight <= self.budget / 2;
+                }
             }
             drop(st);
             if index == 0 {
                 self.head_ready.notify_one();
+            }
+            if freed {
+                self.space.notify_one();
             }
         }
     }
@@ -219,5 +242,36 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         ex.close();
         assert!(!t.join().unwrap());
+    }
+
+    #[test]
+    fn finished_jobs_cost_what_their_results_weigh() {
+        // Each job costs the whole budget but its result weighs nothing: the second job is
+        // admitted once the first ran, before anything is consumed.
+        let ex: Arc<Ordered<'static, u64>> = Arc::new(Ordered::with_weigher(10, |_| 0));
+        let worker = {
+            let ex = ex.clone();
+            std::thread::spawn(move || ex.work())
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let producer = {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                assert!(ex.submit(10, || 1));
+                assert!(ex.submit(10, || 2));
+                ex.finish_input();
+                tx.send(()).unwrap();
+            })
+        };
+        let admitted = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(
+            admitted.is_ok(),
+            "the second job waited for the first to be consumed"
+        );
+        producer.join().unwrap();
+        assert_eq!(ex.next(), Some(1));
+        assert_eq!(ex.next(), Some(2));
+        assert_eq!(ex.next(), None);
+        worker.join().unwrap();
     }
 }

@@ -1,7 +1,9 @@
 //! borg's buzhash: the seeded table, the hash, its rolling update and the content-defined
 //! chunker (repository-format.md §6.1–§6.3) with boundaries identical to borg's.
 
+use crate::bufpool::BufferPool;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use super::{is_all_zero, Chunk};
 
@@ -222,10 +224,12 @@ impl BuzhashCutter {
 pub struct BuzhashChunker {
     cutter: BuzhashCutter,
     buf: Vec<u8>,
+    /// Where chunk copies come from (None: plain allocations).
+    pool: Option<Arc<BufferPool>>,
 }
 
 /// Upper bound of one `read` call.
-const MAX_READ: usize = 4 << 20;
+const MAX_READ: usize = 1 << 20;
 
 impl BuzhashChunker {
     pub fn new(
@@ -244,7 +248,13 @@ impl BuzhashChunker {
         BuzhashChunker {
             cutter,
             buf: Vec::new(),
+            pool: None,
         }
+    }
+
+    /// Copy chunks into buffers from `pool`.
+    pub fn use_pool(&mut self, pool: Arc<BufferPool>) {
+        self.pool = Some(pool);
     }
 
     pub fn cutter(&self) -> &BuzhashCutter {
@@ -297,7 +307,10 @@ impl<R: Read> BuzhashChunks<'_, R> {
                 let chunk = if is_all_zero(data) {
                     Chunk::Zeros(data.len())
                 } else {
-                    Chunk::Data(data.to_vec())
+                    Chunk::Data(match &self.chunker.pool {
+                        Some(pool) => pool.copy_of(data),
+                        None => data.to_vec(),
+                    })
                 };
                 self.start = cut;
                 Ok(Some(chunk))

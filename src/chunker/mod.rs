@@ -333,6 +333,13 @@ pub enum Chunks<'a, R> {
 
 impl Chunker {
     /// `seed` is the key's chunk seed as u32 (see [`seed_from_chunk_seed`]); fixed ignores it.
+    /// Copy chunks into buffers from `pool` (buzhash; the fixed chunker reads into its own).
+    pub fn use_pool(&mut self, pool: std::sync::Arc<crate::bufpool::BufferPool>) {
+        if let Chunker::Buzhash(c) = self {
+            c.use_pool(pool);
+        }
+    }
+
     pub fn new(params: &ChunkerParams, seed: u32) -> Chunker {
         match *params {
             ChunkerParams::Buzhash {

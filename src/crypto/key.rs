@@ -64,6 +64,11 @@ type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 /// Type byte + MAC + nonce in front of the ciphertext of the AES modes.
 pub const AES_OVERHEAD: usize = 1 + 32 + 8;
 
+/// Room for a compressed envelope of `len` plaintext bytes (above lz4's and zstd's bounds).
+fn compress_room(len: usize) -> usize {
+    len + len / 128 + 128
+}
+
 /// The TAM suite borg writes and accepts.
 const TAM_SUITE: &str = "HKDF_HMAC_SHA512";
 
@@ -653,6 +658,7 @@ impl Key {
         spec: &CompressionSpec,
         plaintexts: &[&[u8]],
         nonces: Option<&NonceManager>,
+        buffer: &dyn Fn(usize) -> Vec<u8>,
     ) -> Result<Vec<Vec<u8>>> {
         let (Some(aes), Some(ObjectMac::Blake2(mac))) = (&self.aes, &self.mac) else {
             return plaintexts
@@ -663,13 +669,13 @@ impl Key {
         let nm = nonces.ok_or_else(|| Error::exception("encryption needs a nonce manager"))?;
         let mut out = Vec::with_capacity(plaintexts.len());
         for p in plaintexts {
-            let compressed = spec.compress(p);
-            let nonce = nm.allocate(compressed.len())?;
-            let mut env = Vec::with_capacity(AES_OVERHEAD + compressed.len());
-            env.push(self.key_type.byte());
-            env.extend_from_slice(&[0u8; 32]);
-            env.extend_from_slice(&nonce.to_be_bytes());
-            env.extend_from_slice(&compressed);
+            // type, MAC (filled below), nonce (once the compressed size is known), body.
+            let mut env = buffer(AES_OVERHEAD + compress_room(p.len()));
+            env.resize(AES_OVERHEAD, 0);
+            env[0] = self.key_type.byte();
+            spec.compress_append(p, &mut env);
+            let nonce = nm.allocate(env.len() - AES_OVERHEAD)?;
+            env[33..AES_OVERHEAD].copy_from_slice(&nonce.to_be_bytes());
             new_ctr(aes, nonce.to_be_bytes()).apply_keystream(&mut env[AES_OVERHEAD..]);
             out.push(env);
         }
@@ -688,14 +694,22 @@ impl Key {
         plaintext: &[u8],
         nonces: Option<&NonceManager>,
     ) -> Result<Vec<u8>> {
-        let compressed = spec.compress(plaintext);
-        let nonce = if self.needs_nonces() {
-            let nm = nonces.ok_or_else(|| Error::exception("encryption needs a nonce manager"))?;
-            nm.allocate(compressed.len())?
-        } else {
-            0
+        let (Some(aes), Some(mac)) = (&self.aes, &self.mac) else {
+            let mut env = vec![self.key_type.byte()];
+            spec.compress_append(plaintext, &mut env);
+            return Ok(env);
         };
-        Ok(self.encrypt(&compressed, nonce))
+        let nm = nonces.ok_or_else(|| Error::exception("encryption needs a nonce manager"))?;
+        // type, MAC, nonce, body: compressed in place, then encrypted in place.
+        let mut env = vec![0u8; AES_OVERHEAD];
+        env[0] = self.key_type.byte();
+        spec.compress_append(plaintext, &mut env);
+        let nonce = nm.allocate(env.len() - AES_OVERHEAD)?;
+        env[33..AES_OVERHEAD].copy_from_slice(&nonce.to_be_bytes());
+        new_ctr(aes, nonce.to_be_bytes()).apply_keystream(&mut env[AES_OVERHEAD..]);
+        let tag = mac.compute(&env[33..]);
+        env[1..33].copy_from_slice(&tag);
+        Ok(env)
     }
 
     /// The TAM key for `salt` and `context` (`b"manifest"` / `b"archive"`): HKDF-SHA512 over the
@@ -1496,7 +1510,12 @@ mod batch_tests {
             let refs: Vec<&[u8]> = datas.iter().map(|d| d.as_slice()).collect();
             let ids = key.id_hash_many(&refs);
             let stored = key
-                .compress_and_encrypt_many(&CompressionSpec::Lz4, &refs, Some(&nm))
+                .compress_and_encrypt_many(
+                    &CompressionSpec::Lz4,
+                    &refs,
+                    Some(&nm),
+                    &Vec::with_capacity,
+                )
                 .unwrap();
             for ((d, id), st) in datas.iter().zip(&ids).zip(&stored) {
                 assert_eq!(*id, key.id_hash(d));

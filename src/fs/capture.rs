@@ -63,18 +63,22 @@ pub fn stat_ext_attrs(
         let f = flags::get_flags(path, st, fd);
         item.bsdflags = (f != 0).then_some(f);
     }
+    let mut acl_names_listed = None;
     if !opts.noxattrs {
         let target = match fd {
             Some(fd) => Target::Fd(fd),
             None => Target::Path(path),
         };
-        let (found, w) = xattrs::get_all(target).map_err(|e| {
+        let scan = xattrs::scan(target).map_err(|e| {
             BackupOsError::new("extended stat (xattrs)", e, fd.is_none().then_some(path))
         })?;
-        warnings.extend(w);
-        item.xattrs = (!found.is_empty()).then_some(found);
+        warnings.extend(scan.warnings);
+        item.xattrs = (!scan.xattrs.is_empty()).then_some(scan.xattrs);
+        acl_names_listed = scan.acl_names_listed;
     }
-    if !opts.noacls {
+    // Linux lists an object's ACLs among its xattrs: none listed means none to read.
+    let acls_possible = acl_names_listed != Some(false) || !cfg!(target_os = "linux");
+    if !opts.noacls && acls_possible {
         match acl::acl_get(path, st, opts.numeric_ids, fd) {
             Ok((access, default)) => {
                 if access.is_some() {

@@ -56,17 +56,41 @@ pub(crate) fn set_one(target: Target, name: &[u8], value: &[u8]) -> io::Result<(
 /// unreadable attribute is skipped with a log-only warning, as borg does. Other listing
 /// errors are returned.
 pub fn get_all(target: Target) -> io::Result<(XattrList, Vec<Warning>)> {
+    let scan = scan(target)?;
+    Ok((scan.xattrs, scan.warnings))
+}
+
+/// What [`scan`] found.
+pub struct XattrScan {
+    pub xattrs: XattrList,
+    pub warnings: Vec<Warning>,
+    /// Whether the listing showed `system.posix_acl_*` names; None if nothing could be listed.
+    pub acl_names_listed: Option<bool>,
+}
+
+/// [`get_all`], also telling whether the object has ACL xattrs, so that the ACL reads can be
+/// skipped for the (usual) objects without any.
+pub fn scan(target: Target) -> io::Result<XattrScan> {
     let mut warnings = Vec::new();
     let names = match list_names(target) {
         Ok(n) => n,
         Err(e) if is_unsupported(&e) || e.raw_os_error() == Some(libc::EPERM) => {
-            return Ok((Vec::new(), warnings))
+            return Ok(XattrScan {
+                xattrs: Vec::new(),
+                warnings,
+                acl_names_listed: None,
+            })
         }
         Err(e) => return Err(e),
     };
     let mut out = Vec::with_capacity(names.len());
+    let mut acl_names_listed = false;
     for name in names {
-        if name.is_empty() || name.starts_with(ACL_XATTR_PREFIX) {
+        if name.starts_with(ACL_XATTR_PREFIX) {
+            acl_names_listed = true;
+            continue;
+        }
+        if name.is_empty() {
             continue;
         }
         match get_one(target, &name) {
@@ -86,7 +110,11 @@ pub fn get_all(target: Target) -> io::Result<(XattrList, Vec<Warning>)> {
         }
     }
     out.sort();
-    Ok((out, warnings))
+    Ok(XattrScan {
+        xattrs: out,
+        warnings,
+        acl_names_listed: Some(acl_names_listed),
+    })
 }
 
 /// `: <filename>` as Python's OSError shows it for these calls (`'<FD n>'` or `b'path'`).
