@@ -92,7 +92,7 @@ impl BufferPool {
 /// the pool spares the hot path the cost of new mappings.
 pub fn fix_allocator_thresholds() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    // SAFETY: mallopt only changes allocator tuning (it takes the allocator's own lock).
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }

@@ -27,7 +27,6 @@ fn program_name(argv0: Option<&OsString>) -> String {
 }
 
 fn main() {
-    rborg::bufpool::fix_allocator_thresholds();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let prog = program_name(argv.first());
     let exit_mode = ExitCodeMode::from_env();

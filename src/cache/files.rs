@@ -93,7 +93,10 @@ fn cmtime_of(v: &Value) -> Option<i64> {
     if let Some(i) = v.as_int() {
         return Some(i);
     }
-    let b = v.as_bytes()?;
+    bigint_bytes(v.as_bytes()?)
+}
+
+fn bigint_bytes(b: &[u8]) -> Option<i64> {
     if b.is_empty() || b.len() > 16 {
         return None;
     }
@@ -126,6 +129,63 @@ fn entry_of(v: &Value) -> Option<(ObjectId, FileEntry)> {
         chunk_ids,
     );
     Some((hash, entry))
+}
+
+/// A msgpack raw (str or bin family) at the start of `rd`, consumed.
+fn read_raw<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (&marker, rest) = rd.split_first()?;
+    let (len, rest) = match marker {
+        0xa0..=0xbf => ((marker & 0x1f) as usize, rest),
+        0xd9 | 0xc4 => (*rest.first()? as usize, rest.get(1..)?),
+        0xda | 0xc5 => (
+            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+            rest.get(2..)?,
+        ),
+        0xdb | 0xc6 => (
+            u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize,
+            rest.get(4..)?,
+        ),
+        _ => return None,
+    };
+    let (raw, rest) = (rest.get(..len)?, rest.get(len..)?);
+    *rd = rest;
+    Some(raw)
+}
+
+/// Decode the entries of a files cache written as borg writes it, without building msgpack
+/// values (startup time of every `create`); None where the data differs from that layout.
+fn parse_entries(mut rd: &[u8]) -> Option<HashMap<ObjectId, FileEntry>> {
+    use rmp::decode::{read_array_len, read_int};
+    // An entry takes about 90 bytes: a close guess spares rehashing.
+    let mut entries = HashMap::with_capacity(rd.len() / 80);
+    while !rd.is_empty() {
+        if read_array_len(&mut rd).ok()? != 2 {
+            return None;
+        }
+        let hash = ObjectId::try_from(read_raw(&mut rd)?).ok()?;
+        if read_array_len(&mut rd).ok()? != 5 {
+            return None;
+        }
+        let age: u64 = read_int(&mut rd).ok()?;
+        let inode: u64 = read_int(&mut rd).ok()?;
+        let size: u64 = read_int(&mut rd).ok()?;
+        let mut peek = rd;
+        let cmtime = match read_raw(&mut peek) {
+            Some(b) => {
+                rd = peek;
+                bigint_bytes(b)?
+            }
+            None => read_int(&mut rd).ok()?,
+        };
+        let n = read_array_len(&mut rd).ok()?;
+        let chunk_ids = (0..n)
+            .map(|_| ObjectId::try_from(read_raw(&mut rd)?).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        let entry = FileEntry::new(age.saturating_add(1), inode, size, cmtime, chunk_ids);
+        entries.insert(hash, entry);
+    }
+    Some(entries)
 }
 
 impl FilesCache {
@@ -168,28 +228,29 @@ impl FilesCache {
         let file = File::open(path).map_err(|e| cant_read(&e))?;
         let name = crate::repository::integrity::base_name(path);
         let mut rd = IntegrityReader::new(file, &shown, &name, digests);
-        let mut cache = FilesCache::new();
-        let mut unpacker = StreamUnpacker::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = rd.read(&mut buf).map_err(|e| cant_read(&e))?;
-            if n == 0 {
-                break;
-            }
-            unpacker.feed(&buf[..n]);
-            loop {
-                let v = match unpacker.next_value() {
-                    Ok(Some(v)) => v,
-                    Ok(None) => break,
-                    Err(e) => return Err(format!("The files cache seems invalid. [{e}]")),
-                };
-                let (hash, entry) = entry_of(&v).ok_or_else(|| {
-                    "The files cache seems invalid. [unexpected entry layout]".to_string()
-                })?;
-                cache.entries.insert(hash, entry);
-            }
-        }
+        let mut data = Vec::new();
+        rd.read_to_end(&mut data).map_err(|e| cant_read(&e))?;
         rd.finish().map_err(|e| corrupted(&e))?;
+        let mut cache = FilesCache::new();
+        if let Some(entries) = parse_entries(&data) {
+            cache.entries = entries;
+            return Ok(cache);
+        }
+        // Not quite borg's layout: the generic decoder accepts what it can and says why not.
+        let mut unpacker = StreamUnpacker::new();
+        unpacker.feed(&data);
+        loop {
+            let v = match unpacker.next_value() {
+                Ok(Some(v)) => v,
+                Ok(None) if unpacker.pending() == 0 => break,
+                Ok(None) => return Err("The files cache seems invalid. [truncated]".to_string()),
+                Err(e) => return Err(format!("The files cache seems invalid. [{e}]")),
+            };
+            let (hash, entry) = entry_of(&v).ok_or_else(|| {
+                "The files cache seems invalid. [unexpected entry layout]".to_string()
+            })?;
+            cache.entries.insert(hash, entry);
+        }
         Ok(cache)
     }
 
@@ -484,5 +545,50 @@ mod tests {
         assert_eq!(cmtime_of(&v), Some(i64::MAX));
         assert_eq!(cmtime_of(&Value::from(-5)), Some(-5));
         assert_eq!(cmtime_of(&Value::Binary(vec![0xff])), Some(-1));
+    }
+
+    #[test]
+    fn fast_parse_agrees_with_the_generic_decoder() {
+        // An entry with a bigint-bytes cmtime (str8 raw), one with a plain int, one with
+        // two chunks; then a layout the fast path refuses.
+        let entry = |hash: u8, cmtime: Value, ids: Vec<Value>| {
+            Value::Array(vec![
+                Value::Binary(vec![hash; 32]),
+                Value::Array(vec![
+                    Value::from(3),
+                    Value::from(77),
+                    Value::from(1u64 << 40),
+                    cmtime,
+                    Value::Array(ids),
+                ]),
+            ])
+        };
+        let mut data = Vec::new();
+        for v in [
+            entry(1, Value::Binary(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]), vec![]),
+            entry(2, Value::from(-12), vec![Value::Binary(vec![5; 32])]),
+            entry(3, Value::from(9), vec![Value::Binary(vec![6; 32]); 2]),
+        ] {
+            msgpack::pack_into(&mut data, &v);
+        }
+        let fast = parse_entries(&data).unwrap();
+        let mut unpacker = StreamUnpacker::new();
+        unpacker.feed(&data);
+        let mut generic = HashMap::new();
+        while let Some(v) = unpacker.next_value().unwrap() {
+            let (hash, e) = entry_of(&v).unwrap();
+            generic.insert(hash, e);
+        }
+        assert_eq!(fast.len(), 3);
+        for (hash, e) in &generic {
+            let f = &fast[hash];
+            assert_eq!(
+                (f.age(), f.inode(), f.size, f.cmtime_ns, &f.chunk_ids),
+                (e.age(), e.inode(), e.size, e.cmtime_ns, &e.chunk_ids)
+            );
+        }
+        assert_eq!(fast[&[1u8; 32]].cmtime_ns, i64::MAX);
+        msgpack::pack_into(&mut data, &Value::Array(vec![Value::from(1)]));
+        assert!(parse_entries(&data).is_none());
     }
 }

@@ -26,6 +26,7 @@ use super::Context;
 use crate::cli::CreateArgs;
 
 pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
+    rborg::bufpool::fix_allocator_thresholds();
     let mut location = parse_location(Some(&args.location), ArchiveArg::Required)?;
     if let Some(ts) = args.timestamp {
         location = location.with_timestamp(ts)?;
