@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Backup benchmark, rborg against real borg, on the same corpus in one run.
 #
-# usage: benches/compare-create.sh [--scale S] [--runs N] [--workdir DIR] [--keep]
+# usage: benches/compare-create.sh [--scale S] [--runs N] [--workdir DIR] [--keep] [--settle S]
 #
 # Builds the deterministic corpus (benches/make-corpus.py, about 1.3 GB at scale 1). Then, N
 # times and alternating, each tool makes a fresh repository (repokey-blake2) and backs the
 # corpus up twice with lz4: an initial backup and an unchanged re-run (files cache hit). Prints
 # the best and median times of both steps, the peak RSS, and the speed ratios. Each tool has
-# its own cache dir, wiped before every run. Needs: borg (1.2.x), python3, /usr/bin/time.
+# its own cache dir, wiped before every run. Before each timed initial backup the machine is
+# left to settle (--settle S seconds, default 20): right after one tool wrote a gigabyte, the
+# next one measured slower (more system time) on the 2-core VMs this was written on, whichever
+# tool came second. Needs: borg (1.2.x), python3, /usr/bin/time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 
-scale=1.0 runs=3 workdir="" keep=0
+scale=1.0 runs=3 workdir="" keep=0 settle=20
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --workdir) workdir="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
+        --settle) settle="$2"; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -52,6 +56,7 @@ one_round() {
     export BORG_BASE_DIR="$dir/base"
     "$tool" init -e repokey-blake2 "$dir/repo" >/dev/null 2>&1
     sync
+    sleep "$settle"
     (cd "$workdir" && /usr/bin/time -f "%e %M" -o "$dir/t1" "$tool" create -C lz4 "$dir/repo::a1" corpus)
     (cd "$workdir" && /usr/bin/time -f "%e %M" -o "$dir/t2" "$tool" create -C lz4 "$dir/repo::a2" corpus)
     echo "$(cat "$dir/t1") $(cat "$dir/t2")"
