@@ -98,6 +98,7 @@ fn engine_backup(
         progress: false,
         cwd: src_parent.to_path_buf(),
         no_recursion: false,
+        checkpoint_interval: None,
         stdin: Default::default(),
     };
     let cwd = std::env::current_dir().unwrap();
@@ -107,6 +108,7 @@ fn engine_backup(
         Some(&index),
         &PatternMatcher::for_create(vec![]),
         &opts,
+        None,
         None,
     );
     std::env::set_current_dir(cwd).unwrap();

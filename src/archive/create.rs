@@ -30,7 +30,7 @@ use crate::chunker::{Chunk, Chunker, ChunkerParams};
 use crate::errors::{Error, Result, WarningKind};
 use crate::fs::{self, BackupOsError, CaptureOptions, FileStat, FilesChanged, OpenKind};
 use crate::hashindex::ChunkIndexEntry;
-use crate::output::{self, ArchiveProgress, ArchiveProgressStats};
+use crate::output::{self, signals, ArchiveProgress, ArchiveProgressStats};
 use crate::patterns::PatternMatcher;
 use crate::repository::ObjectId;
 use chrono::Utc;
@@ -109,6 +109,8 @@ pub struct CreateOptions {
     pub no_recursion: bool,
     /// How a `-` root (stdin, `--content-from-command`) is stored.
     pub stdin: StdinItem,
+    /// `--checkpoint-interval` (None: 0, no checkpoints).
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 /// `--stdin-name/-user/-group/-mode`: the item made of piped data.
@@ -150,6 +152,8 @@ enum Content {
     Known(Vec<ObjectId>),
     /// Reading failed: drop the chunk results submitted for it.
     Discard,
+    /// Not an item: the file whose chunks follow, for its part items at checkpoints.
+    Begins,
 }
 
 /// A finished item for the committer.
@@ -181,6 +185,10 @@ impl Piece {
     }
 }
 
+/// Saves a checkpoint archive (every `--checkpoint-interval`): given the item-stream chunks and
+/// the statistics so far, the caller stores the archive, writes the manifest and commits.
+pub type WriteCheckpoint<'c> = dyn FnMut(&[ObjectId], &Statistics) -> Result<()> + 'c;
+
 /// What a backup produced, for the caller to commit.
 #[derive(Debug, Default)]
 pub struct CreateOutcome {
@@ -207,6 +215,7 @@ pub fn backup(
     matcher: &PatternMatcher,
     opts: &CreateOptions,
     pipe: Option<Box<dyn std::io::Read + Send>>,
+    checkpoint: Option<&mut WriteCheckpoint<'_>>,
 ) -> Result<CreateOutcome> {
     let (Some(writer), Some(index), false) = (writer, index, opts.dry_run) else {
         let mut walker = Walker::new(None, None, matcher, opts, None);
@@ -235,7 +244,7 @@ pub fn backup(
             pipeline.finish_input();
             walked
         });
-        let result = commit_loop(writer, index, &pipeline, &pool, opts);
+        let result = commit_loop(writer, index, &pipeline, &pool, opts, checkpoint);
         pipeline.close();
         let walked = walker_thread
             .join()
@@ -311,13 +320,14 @@ impl ChunkContext<'_> {
     }
 }
 
-/// The committer: results in order → repository puts, items, statistics.
+/// The committer: results in order → repository puts, items, statistics, checkpoints.
 fn commit_loop(
     writer: &ObjectWriter,
     index: &dyn BackupIndex,
     pipeline: &Ordered<Piece>,
     pool: &BufferPool,
     opts: &CreateOptions,
+    mut checkpoint: Option<&mut WriteCheckpoint<'_>>,
 ) -> Result<CreateOutcome> {
     let mut out = CreateOutcome::default();
     let mut itembuf = ItemBuffer::new(writer.key.chunk_seed());
@@ -325,32 +335,70 @@ fn commit_loop(
     // References per chunk stored by this run (new chunks nobody references are deleted).
     let mut new_refs: HashMap<ObjectId, u32> = HashMap::new();
     let mut progress = opts.progress.then(ArchiveProgress::new);
+    // The file being chunked (known when checkpoints are on) and when the last one was.
+    let mut parts: Option<FileParts> = None;
+    let mut last_checkpoint = std::time::Instant::now();
     while let Some(piece) = pipeline.next() {
+        let mut c = Committer {
+            writer,
+            index,
+            out: &mut out,
+            new_refs: &mut new_refs,
+            itembuf: &mut itembuf,
+        };
         match piece {
             Piece::Chunks(chunks) => {
-                for c in chunks? {
-                    if let Some(stored) = c.stored {
-                        writer.put_stored(&c.id, &stored)?;
+                for ch in chunks? {
+                    if let Some(stored) = ch.stored {
+                        writer.put_stored(&ch.id, &stored)?;
                         pool.give(stored);
-                        out.new_chunks.push((c.id, c.size, c.csize));
-                        new_refs.insert(c.id, 0);
+                        c.out.new_chunks.push((ch.id, ch.size, ch.csize));
+                        c.new_refs.insert(ch.id, 0);
                     }
                     pending.push(ChunkRef {
-                        id: c.id,
-                        size: c.size,
-                        csize: c.csize,
+                        id: ch.id,
+                        size: ch.size,
+                        csize: ch.csize,
                     });
+                }
+                if signals::sigint_pending() {
+                    return c.interrupted(checkpoint.as_deref_mut(), parts.as_mut(), &pending);
+                }
+                // borg checks after every chunk of a file whether a checkpoint is due.
+                let due = opts
+                    .checkpoint_interval
+                    .is_some_and(|every| last_checkpoint.elapsed() > every);
+                if let (true, Some(file), Some(save)) = (due, parts.as_mut(), checkpoint.as_mut()) {
+                    c.part_item(file, &pending)?;
+                    c.checkpoint(save)?;
+                    last_checkpoint = std::time::Instant::now();
                 }
             }
             Piece::Items(items) => {
                 for done in items {
-                    let mut c = Committer {
-                        writer,
-                        index,
-                        out: &mut out,
-                        new_refs: &mut new_refs,
-                        itembuf: &mut itembuf,
-                    };
+                    let file = parts.take();
+                    match done.content {
+                        Content::Begins => {
+                            parts = Some(FileParts::new(done.item));
+                            continue;
+                        }
+                        Content::Discard => c.parts_referenced(file.as_ref(), &pending),
+                        Content::Streamed => {
+                            if let (Some(mut file), Some(save)) = (file, checkpoint.as_mut()) {
+                                if file.next_part > 1 && pending.len() > file.from_chunk {
+                                    // The rest goes into a last part: parts concatenate to the file.
+                                    c.part_item(&mut file, &pending)?;
+                                    c.checkpoint(save)?;
+                                    last_checkpoint = std::time::Instant::now();
+                                }
+                                c.parts_done(&file, &pending);
+                            }
+                        }
+                        _ => {}
+                    }
+                    if signals::sigint_pending() {
+                        return c.interrupted(checkpoint.as_deref_mut(), None, &pending);
+                    }
                     if let Some(path) = c.item(done, &mut pending)? {
                         if let Some(p) = progress.as_mut() {
                             p.show(
@@ -362,6 +410,16 @@ fn commit_loop(
                 }
             }
         }
+    }
+    if signals::sigint_pending() {
+        let mut c = Committer {
+            writer,
+            index,
+            out: &mut out,
+            new_refs: &mut new_refs,
+            itembuf: &mut itembuf,
+        };
+        return c.interrupted(checkpoint, None, &pending);
     }
     let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, &mut out, &mut new_refs);
     itembuf.flush(true, &mut store)?;
@@ -380,6 +438,25 @@ fn commit_loop(
     Ok(out)
 }
 
+/// A file being chunked and the part items written for it so far (borg's `from_chunk` and
+/// `part_number`).
+struct FileParts {
+    base: Item,
+    /// Chunks up to here are in part items.
+    from_chunk: usize,
+    next_part: u64,
+}
+
+impl FileParts {
+    fn new(base: Item) -> FileParts {
+        FileParts {
+            base,
+            from_chunk: 0,
+            next_part: 1,
+        }
+    }
+}
+
 /// The committer's state while it adds items.
 struct Committer<'c> {
     writer: &'c ObjectWriter,
@@ -390,6 +467,93 @@ struct Committer<'c> {
 }
 
 impl Committer<'_> {
+    /// One more reference to `id`; true if it is the first to a chunk stored by this run.
+    fn reference(&mut self, id: &ObjectId) -> bool {
+        let fresh = match self.new_refs.get_mut(id) {
+            Some(n) => {
+                *n += 1;
+                *n == 1
+            }
+            None => false,
+        };
+        if !fresh {
+            self.out.increfs.push(*id);
+        }
+        fresh
+    }
+
+    /// Store the chunks of `file` since its last part as part item `<path>.borg_part_<N>`.
+    fn part_item(&mut self, file: &mut FileParts, pending: &[ChunkRef]) -> Result<()> {
+        let refs = pending[file.from_chunk..].to_vec();
+        let mut item = file.base.clone();
+        item.path
+            .extend_from_slice(format!(".borg_part_{}", file.next_part).as_bytes());
+        item.part = Some(file.next_part);
+        item.size = Some(refs.iter().map(|r| r.size as u64).sum());
+        item.chunks = Some(refs);
+        self.add_to_stream(&item)?;
+        file.from_chunk = pending.len();
+        file.next_part += 1;
+        Ok(())
+    }
+
+    /// Save the items so far as a checkpoint archive.
+    fn checkpoint(&mut self, save: &mut WriteCheckpoint<'_>) -> Result<()> {
+        let (writer, index) = (self.writer, self.index);
+        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
+        let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
+        self.itembuf.flush(true, &mut store)?;
+        save(&self.itembuf.chunks, &self.out.stats)
+    }
+
+    /// Ctrl-C (deferred by the caller): save what there is as a checkpoint, with the file
+    /// being read as a part, and end without the archive (borg: `Got Ctrl-C / SIGINT.`).
+    fn interrupted(
+        &mut self,
+        save: Option<&mut WriteCheckpoint<'_>>,
+        file: Option<&mut FileParts>,
+        pending: &[ChunkRef],
+    ) -> Result<CreateOutcome> {
+        if let Some(save) = save {
+            if let Some(file) = file {
+                self.part_item(file, pending)?;
+            }
+            self.checkpoint(save)?;
+        }
+        Err(Error::generic("Got Ctrl-C / SIGINT."))
+    }
+
+    /// A file with part items is complete: its chunks are referenced once more (by the parts),
+    /// counted as part statistics (borg's `chunk_incref(..., part=True)`).
+    fn parts_done(&mut self, file: &FileParts, pending: &[ChunkRef]) {
+        if file.next_part == 1 {
+            return;
+        }
+        for r in pending {
+            self.out.increfs.push(r.id);
+            self.out
+                .stats
+                .update(r.size as u64, r.csize as u64, false, true);
+        }
+        self.out.stats.nfiles_parts += file.next_part - 1;
+    }
+
+    /// A file with part items failed: the parts still reference their chunks.
+    fn parts_referenced(&mut self, file: Option<&FileParts>, pending: &[ChunkRef]) {
+        if let Some(file) = file {
+            for r in &pending[..file.from_chunk] {
+                self.reference(&r.id);
+            }
+        }
+    }
+
+    fn add_to_stream(&mut self, item: &Item) -> Result<()> {
+        let (writer, index) = (self.writer, self.index);
+        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
+        let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
+        self.itembuf.add(item, &mut store)
+    }
+
     /// Finish an item (its chunk list, statistics, files-cache entry) and append it to the
     /// item stream; returns its path (None for a discarded one).
     fn item(&mut self, done: ItemDone, pending: &mut Vec<ChunkRef>) -> Result<Option<Vec<u8>>> {
@@ -400,7 +564,7 @@ impl Committer<'_> {
             memorize,
         } = done;
         let refs: Option<Vec<ChunkRef>> = match content {
-            Content::None => None,
+            Content::None | Content::Begins => None,
             Content::Discard => {
                 pending.clear();
                 return Ok(None);
@@ -421,16 +585,7 @@ impl Committer<'_> {
         };
         if let Some(refs) = refs {
             for r in &refs {
-                let fresh = match self.new_refs.get_mut(&r.id) {
-                    Some(n) => {
-                        *n += 1;
-                        *n == 1
-                    }
-                    None => false,
-                };
-                if !fresh {
-                    self.out.increfs.push(r.id);
-                }
+                let fresh = self.reference(&r.id);
                 self.out
                     .stats
                     .update(r.size as u64, r.csize as u64, fresh, false);
@@ -446,10 +601,7 @@ impl Committer<'_> {
         if counts_as_file {
             self.out.stats.nfiles += 1;
         }
-        let (writer, index) = (self.writer, self.index);
-        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
-        let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
-        self.itembuf.add(&item, &mut store)?;
+        self.add_to_stream(&item)?;
         Ok(Some(item.path))
     }
 }
@@ -700,6 +852,10 @@ impl<'p, 'a> Walker<'p, 'a> {
         let ctx = self
             .chunks
             .expect("content processing needs the repository");
+        // borg's part items of piped data are taken before `hardlink_master` is set.
+        let mut base = item.clone();
+        base.hardlink_master = None;
+        self.begin_file(&base);
         if let Err(e) = self.stream_reader(reader, ctx) {
             self.submit_item(Item::default(), Content::Discard, false, None);
             return Err(e);
@@ -1112,6 +1268,8 @@ impl<'p, 'a> Walker<'p, 'a> {
                 let letter = if known { 'M' } else { 'A' };
                 self.print_status(letter, path);
                 let mut file = File::from(fd.try_clone().map_err(|e| os("open", e))?);
+                item.hardlink_master = Some(hardlinked);
+                self.begin_file(&item);
                 if let Err(e) = self.stream_chunks(&mut file, ctx) {
                     self.submit_item(Item::default(), Content::Discard, false, None);
                     return Err(e);
@@ -1257,6 +1415,14 @@ impl<'p, 'a> Walker<'p, 'a> {
             self.stopped = true;
         }
         Ok(())
+    }
+
+    /// Tell the committer which file the next chunks belong to (checkpoints store part items
+    /// of it).
+    fn begin_file(&mut self, item: &Item) {
+        if self.opts.checkpoint_interval.is_some() {
+            self.submit_item(item.clone(), Content::Begins, false, None);
+        }
     }
 
     fn submit_item(

@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use rborg::archive::create::{archive_exists, backup, CreateOptions, CreateOutcome, StdinItem};
-use rborg::archive::manifest::format_timestamp;
+use rborg::archive::manifest::{format_timestamp, Manifest};
 use rborg::archive::objects::ObjectWriter;
 use rborg::archive::{ArchiveMeta, Operation, Statistics};
 use rborg::cache::{Cache, CacheOptions, FilesCacheMode};
@@ -21,7 +21,9 @@ use rborg::output::{self, Level};
 use rborg::patterns::{PatternList, PatternMatcher};
 use rborg::repository::{ObjectId, MAX_DATA_SIZE};
 
-use super::common::{basic_json, open_with_manifest, parse_location, pattern_args, ArchiveArg};
+use super::common::{
+    basic_json, open_with_manifest, parse_location, pattern_args, ArchiveArg, Opened,
+};
 use super::Context;
 use crate::cli::CreateArgs;
 
@@ -38,7 +40,7 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
     opts.no_recursion = input.no_recursion;
     output::info(&format!("Creating archive at \"{}\"", location.processed));
     if args.dry_run {
-        backup(None, None, &matcher, &opts, None)?;
+        backup(None, None, &matcher, &opts, None, None)?;
         return input.finish();
     }
     let name = location.archive.clone().unwrap_or_default();
@@ -75,25 +77,56 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
     let writer = ObjectWriter::new(opened.repo.clone(), opened.key.clone(), compression);
     let started = Utc::now();
     let clock = std::time::Instant::now();
+    let mut checkpoints = Checkpoints {
+        name: checkpoint_name(&opened.manifest, &name),
+        manifest: opened.manifest.clone(),
+        last: None,
+    };
+    let mut write_checkpoint = |items: &[ObjectId], stats: &Statistics| {
+        let (start, end) = times(args.timestamp, started, clock.elapsed());
+        let meta = archive_meta(
+            ctx,
+            args,
+            &checkpoints.name,
+            items,
+            stats,
+            start,
+            end,
+            &opts,
+        )?;
+        checkpoints.save(&writer, &opened, &meta, start)
+    };
+    // The first Ctrl-C ends the backup with a checkpoint (a second one at once).
+    output::signals::set_sigint_deferred(true);
     let outcome = backup(
         Some(&writer),
         Some(&cache),
         &matcher,
         &opts,
         input.pipe.take(),
-    )?;
+        Some(&mut write_checkpoint),
+    );
+    output::signals::set_sigint_deferred(false);
+    let outcome = outcome?;
     input.finish()?;
-    let duration = chrono::Duration::from_std(clock.elapsed()).unwrap_or_default();
-    let (start, end) = match args.timestamp {
-        Some(ts) => (ts, ts + duration),
-        None => {
-            let end = Utc::now().max(started);
-            (end - duration, end)
-        }
-    };
-    let meta = archive_meta(ctx, args, &name, &outcome, start, end, &opts)?;
+    if let Some(id) = checkpoints.last.take() {
+        // The last checkpoint goes with the commit of the archive that replaces it.
+        opened.repo.delete(&id)?;
+    }
+    let (start, end) = times(args.timestamp, started, clock.elapsed());
+    let meta = archive_meta(
+        ctx,
+        args,
+        &name,
+        &outcome.item_chunks,
+        &outcome.stats,
+        start,
+        end,
+        &opts,
+    )?;
     let (archive_id, meta_csize, meta_size) = meta.store(&writer)?;
-    let mut manifest = opened.manifest.clone();
+    // Without the checkpoint, but after it in time (manifest timestamps only increase).
+    let mut manifest = checkpoints.manifest.clone();
     manifest.set_archive(name.as_bytes(), archive_id, start);
     manifest.write(&writer)?;
     opened.repo.commit(false, 0.1, false)?;
@@ -159,6 +192,8 @@ fn create_options(ctx: &Context, args: &CreateArgs, roots: Vec<Vec<u8>>) -> Resu
             Error::exception(format!("cannot determine the current directory: {e}"))
         })?,
         no_recursion: false,
+        checkpoint_interval: (args.checkpoint_interval > 0)
+            .then(|| std::time::Duration::from_secs(args.checkpoint_interval as u64)),
         stdin: StdinItem {
             name: args.stdin_name.as_bytes().to_vec(),
             user: args.stdin_user.clone().unwrap_or_else(|| root_name(true)),
@@ -362,21 +397,81 @@ fn username() -> Vec<u8> {
     }
 }
 
+/// Start and end of an archive: `--timestamp` is the start; else it ends now.
+fn times(
+    timestamp: Option<chrono::DateTime<Utc>>,
+    started: chrono::DateTime<Utc>,
+    elapsed: std::time::Duration,
+) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
+    let duration = chrono::Duration::from_std(elapsed).unwrap_or_default();
+    match timestamp {
+        Some(ts) => (ts, ts + duration),
+        None => {
+            let end = Utc::now().max(started);
+            (end - duration, end)
+        }
+    }
+}
+
+/// `<name>.checkpoint`, or `.checkpoint.N` with the first N not taken (borg's choice).
+fn checkpoint_name(manifest: &Manifest, name: &str) -> String {
+    let mut candidate = format!("{name}.checkpoint");
+    let mut n = 1;
+    while manifest.lookup(candidate.as_bytes()).is_some() {
+        candidate = format!("{name}.checkpoint.{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// Checkpoint archives of this run: each replaces the previous one (borg's
+/// `write_checkpoint`).
+struct Checkpoints {
+    name: String,
+    /// The manifest as opened; a checkpoint is added to a copy of it.
+    manifest: Manifest,
+    /// The checkpoint archive committed last (deleted with the next commit).
+    last: Option<ObjectId>,
+}
+
+impl Checkpoints {
+    fn save(
+        &mut self,
+        writer: &ObjectWriter,
+        opened: &Opened,
+        meta: &ArchiveMeta,
+        start: chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        if let Some(id) = self.last.take() {
+            opened.repo.delete(&id)?;
+        }
+        let (id, _, _) = meta.store(writer)?;
+        let mut manifest = self.manifest.clone();
+        manifest.set_archive(self.name.as_bytes(), id, start);
+        manifest.write(writer)?;
+        opened.repo.commit(false, 0.1, false)?;
+        self.manifest.timestamp = manifest.timestamp;
+        self.last = Some(id);
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn archive_meta(
     ctx: &Context,
     args: &CreateArgs,
     name: &str,
-    outcome: &CreateOutcome,
+    items: &[ObjectId],
+    stats: &Statistics,
     start: chrono::DateTime<Utc>,
     end: chrono::DateTime<Utc>,
     opts: &CreateOptions,
 ) -> Result<ArchiveMeta> {
     let comment = rborg::location::replace_placeholders(&args.comment, args.timestamp)?;
-    let stats = &outcome.stats;
     Ok(ArchiveMeta {
         version: 1,
         name: name.as_bytes().to_vec(),
-        items: outcome.item_chunks.clone(),
+        items: items.to_vec(),
         cmdline: ctx.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         hostname: hostname(),
         username: username(),
