@@ -212,8 +212,11 @@ impl Item {
         if let Some(v) = self.gid {
             put("gid", Value::from(v));
         }
-        if let Some(v) = &self.group {
-            put("group", msgpack::bytes(v.clone()));
+        // borg stores an unknown (or --numeric-ids) name as nil beside the id.
+        match (&self.group, self.gid) {
+            (Some(v), _) => put("group", msgpack::bytes(v.clone())),
+            (None, Some(_)) => put("group", Value::Nil),
+            (None, None) => {}
         }
         if let Some(v) = self.hardlink_master {
             put("hardlink_master", Value::Boolean(v));
@@ -238,13 +241,22 @@ impl Item {
         if let Some(v) = self.uid {
             put("uid", Value::from(v));
         }
-        if let Some(v) = &self.user {
-            put("user", msgpack::bytes(v.clone()));
+        match (&self.user, self.uid) {
+            (Some(v), _) => put("user", msgpack::bytes(v.clone())),
+            (None, Some(_)) => put("user", Value::Nil),
+            (None, None) => {}
         }
         if let Some(x) = &self.xattrs {
             let mut entries: Vec<(Value, Value)> = x
                 .iter()
-                .map(|(k, v)| (msgpack::bytes(k.clone()), msgpack::bytes(v.clone())))
+                .map(|(k, v)| {
+                    // borg stores an empty value as nil.
+                    let value = match v.is_empty() {
+                        true => Value::Nil,
+                        false => msgpack::bytes(v.clone()),
+                    };
+                    (msgpack::bytes(k.clone()), value)
+                })
                 .collect();
             entries.sort_by(|a, b| a.0.as_bytes().cmp(&b.0.as_bytes()));
             put("xattrs", Value::Map(entries));
@@ -380,6 +392,49 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn unknown_names_and_empty_xattrs_are_nil_as_borg_stores_them() {
+        let item = Item {
+            path: b"f".to_vec(),
+            uid: Some(12345),
+            gid: Some(23456),
+            xattrs: Some(vec![(b"user.empty".to_vec(), Vec::new())]),
+            ..Default::default()
+        };
+        let v = item.to_value();
+        let get = |key: &str| {
+            v.as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_bytes() == Some(key.as_bytes()))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("user"), Some(Value::Nil));
+        assert_eq!(get("group"), Some(Value::Nil));
+        assert_eq!(
+            get("xattrs"),
+            Some(Value::Map(vec![(
+                msgpack::bytes(b"user.empty".to_vec()),
+                Value::Nil
+            )]))
+        );
+        // Read back: no names, the empty value.
+        let back = Item::from_value(&v).unwrap();
+        assert_eq!((back.user, back.group), (None, None));
+        assert_eq!(back.xattrs, item.xattrs);
+        // Items without ids (none made by create) get no name keys.
+        let bare = Item {
+            path: b"g".to_vec(),
+            ..Default::default()
+        };
+        let bare = bare.to_value();
+        assert!(!bare
+            .as_map()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k.as_bytes() == Some(b"user")));
     }
 
     #[test]
