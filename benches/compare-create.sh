@@ -7,15 +7,16 @@
 # times and alternating, each tool makes a fresh repository (repokey-blake2) and backs the
 # corpus up twice with lz4: an initial backup and an unchanged re-run (files cache hit). Prints
 # the best and median times of both steps, the peak RSS, and the speed ratios. Each tool has
-# its own cache dir, wiped before every run. Before each timed initial backup the machine is
-# left to settle (--settle S seconds, default 20): right after one tool wrote a gigabyte, the
-# next one measured slower (more system time) on the 2-core VMs this was written on, whichever
-# tool came second. Needs: borg (1.2.x), python3, /usr/bin/time.
+# its own cache dir, wiped before every run. Before each timed initial backup the corpus is
+# read once, so both tools start with it in the page cache (borg drops the pages of the files
+# it reads, so whichever tool ran after it would otherwise read from disk), and the machine is
+# left to settle (--settle S seconds, default 10) after the previous run's writes.
+# Needs: borg (1.2.x), python3, /usr/bin/time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 
-scale=1.0 runs=3 workdir="" keep=0 settle=20
+scale=1.0 runs=3 workdir="" keep=0 settle=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale="$2"; shift 2 ;;
@@ -55,6 +56,7 @@ one_round() {
     rm -rf "$dir"; mkdir -p "$dir"
     export BORG_BASE_DIR="$dir/base"
     "$tool" init -e repokey-blake2 "$dir/repo" >/dev/null 2>&1
+    find "$corpus" -type f -print0 | xargs -0 cat >/dev/null
     sync
     sleep "$settle"
     (cd "$workdir" && /usr/bin/time -f "%e %M" -o "$dir/t1" "$tool" create -C lz4 "$dir/repo::a1" corpus)
