@@ -9,6 +9,7 @@ pub mod meta;
 pub mod objects;
 pub mod ordered;
 pub mod prefetch;
+pub mod prune;
 pub mod stats;
 
 pub use item::{ChunkRef, Item};

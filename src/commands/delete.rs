@@ -149,7 +149,7 @@ fn delete_archives(
 }
 
 /// The `Deleted data` block (sizes were subtracted from zero: read them as signed).
-fn print_stats(ctx: &Context, stats: &Statistics, cache: Option<&Cache>) -> Result<()> {
+pub(crate) fn print_stats(ctx: &Context, stats: &Statistics, cache: Option<&Cache>) -> Result<()> {
     let iec = ctx.common.iec;
     let mut lines = vec![
         DASHES.to_string(),
