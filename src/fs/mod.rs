@@ -257,6 +257,16 @@ pub fn is_unsupported(e: &io::Error) -> bool {
 }
 
 /// Whether the process runs as root (many operations then succeed that otherwise fail).
+/// Tell the kernel the file's pages will not be needed again (borg does this for what it
+/// backs up and for segments it wrote, so a backup does not push everything else out of the
+/// page cache). Advisory: failures are irrelevant.
+pub fn drop_page_cache(fd: std::os::fd::RawFd) {
+    // SAFETY: advisory call on a descriptor the caller holds open; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

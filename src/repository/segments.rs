@@ -845,10 +845,7 @@ impl SegmentWriter {
 
 fn drop_cache(f: &File) {
     use std::os::unix::io::AsRawFd;
-    // SAFETY: advisory call on a valid open descriptor; failures are irrelevant.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
+    crate::fs::drop_page_cache(f.as_raw_fd());
 }
 
 #[cfg(test)]
