@@ -1,10 +1,68 @@
-//! `borg check`.
+//! `borg check`: the repository phase (segments, CRCs, index; `--repair`, `--max-duration`).
+//! The archives phase is still to come.
 
-use rborg::errors::{Error, Result};
+use rborg::errors::{self, Error, ErrorKind, Result, EXIT_WARNING};
+use rborg::output::{self, Question};
 
+use super::common::{open_repository, parse_location, ArchiveArg};
 use super::Context;
 use crate::cli::CheckArgs;
 
-pub fn run(_ctx: &Context, _args: &CheckArgs) -> Result<()> {
-    Err(Error::generic("check is not implemented yet"))
+const REPAIR_WARNING: &str = "This is a potentially dangerous function.\n\
+check --repair might lead to data loss (for kinds of corruption it is not\n\
+capable of dealing with). BE VERY CAREFUL!\n\
+\n\
+Type 'YES' if you understand this and want to continue: ";
+
+pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
+    // as borg: the prompt comes before any other argument check
+    if args.repair && !confirmed_repair() {
+        return Err(Error::plain(ErrorKind::CancelledByUser));
+    }
+    validate(args)?;
+    let location = parse_location(args.location.as_deref(), ArchiveArg::Optional)?;
+    let repo = open_repository(ctx, &location, true)?;
+    if !args.archives_only && !repo.check(args.repair, args.max_duration as f64)? {
+        // problems found: a warning, in both exit-code modes (as borg)
+        errors::set_exit_code(EXIT_WARNING);
+        return Ok(());
+    }
+    if !args.repo_only {
+        return Err(Error::generic(
+            "the archives check is not implemented yet (use --repository-only)",
+        ));
+    }
+    Ok(())
+}
+
+fn confirmed_repair() -> bool {
+    output::yes(&Question {
+        msg: Some(REPAIR_WARNING),
+        false_msg: Some("Aborting."),
+        invalid_msg: Some("Invalid answer, aborting."),
+        truish: output::prompt::ONLY_YES,
+        retry: false,
+        env_var_override: Some("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING"),
+        ..Default::default()
+    })
+}
+
+fn validate(args: &CheckArgs) -> Result<()> {
+    if args.repo_only && (args.verify_data || args.filter.any()) {
+        return Err(Error::command(
+            "--repository-only contradicts --first, --last, --glob-archives, --prefix and \
+             --verify-data arguments.",
+        ));
+    }
+    if args.repair && args.max_duration != 0 {
+        return Err(Error::command(
+            "--repair does not allow --max-duration argument.",
+        ));
+    }
+    if args.max_duration != 0 && !args.repo_only {
+        return Err(Error::command(
+            "--repository-only is required for --max-duration support.",
+        ));
+    }
+    Ok(())
 }

@@ -1,0 +1,118 @@
+//! `rborg check --repository-only` against real borg: the same report and exit code on a
+//! clean repository and on a damaged segment, and a repair borg then accepts.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn repository(s: &Scratch, env: &[(String, String)]) -> String {
+    let repo = s.path().join("repos/checked");
+    let repo_s = repo.to_str().unwrap().to_string();
+    ok(rborg(&["init", "-e", "repokey", &repo_s], &s.work(), env));
+    let src = s.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3u8 {
+        let data: Vec<u8> = (0..600_000u32)
+            .map(|j| (j.wrapping_mul(2654435761) >> (i + 7)) as u8)
+            .collect();
+        std::fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    ok(rborg(
+        &["create", &format!("{repo_s}::a"), "src"],
+        &s.work(),
+        env,
+    ));
+    repo_s
+}
+
+/// Flip one bit inside the first entry of the largest segment.
+fn damage(repo: &Path) {
+    let seg_dir = repo.join("data/0");
+    let largest = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(&largest, bytes).unwrap();
+}
+
+#[test]
+fn repository_check_reports_and_repairs_as_borg() {
+    let test = "repository_check_reports_and_repairs_as_borg";
+    if !borg_or_skip(test) {
+        return;
+    }
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let repo_s = repository(&s, &env);
+    let args = |repo: &str| {
+        vec!["check", "-v", "--repository-only"]
+            .into_iter()
+            .map(String::from)
+            .chain([repo.to_string()])
+            .collect::<Vec<_>>()
+    };
+    let run = |tool: fn(&[&str], &Path, &[(String, String)]) -> std::process::Output,
+               repo: &str| {
+        let a = args(repo);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tool(&a, &s.work(), &env)
+    };
+
+    let ours = run(rborg, &repo_s);
+    let theirs = run(borg, &repo_s);
+    assert_eq!(ours.status.code(), Some(0), "{}", stderr(&ours));
+    assert_eq!(stderr(&ours), stderr(&theirs));
+
+    damage(Path::new(&repo_s));
+    let copy = s.path().join("repos/checked-copy");
+    copy_tree(Path::new(&repo_s), &copy);
+    let ours = run(rborg, &repo_s);
+    let theirs = run(borg, copy.to_str().unwrap());
+    assert_eq!(ours.status.code(), Some(1), "{}", stderr(&ours));
+    assert_eq!(theirs.status.code(), Some(1));
+    assert!(stderr(&ours).contains("Segment entry checksum mismatch"));
+    assert_eq!(
+        stderr(&ours),
+        stderr(&theirs).replace(copy.to_str().unwrap(), &repo_s)
+    );
+
+    // Refused repair: nothing happens, CancelledByUser.
+    let refused = rborg(
+        &["check", "--repair", "--repository-only", &repo_s],
+        &s.work(),
+        &with_var(&env, "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "NO"),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("Aborting."));
+    let repaired = rborg(
+        &["check", "--repair", "--repository-only", &repo_s],
+        &s.work(),
+        &with_var(&env, "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "YES"),
+    );
+    assert_eq!(repaired.status.code(), Some(0), "{}", stderr(&repaired));
+    let after = run(borg, &repo_s);
+    assert_eq!(after.status.code(), Some(0), "{}", stderr(&after));
+    assert!(stderr(&after).contains("no problems found"));
+}
+
+#[test]
+fn contradicting_check_options_are_command_errors() {
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let repo_s = repository(&s, &env);
+    let out = rborg(
+        &["check", "--repository-only", "--verify-data", &repo_s],
+        &s.work(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--repository-only contradicts"));
+    let out = rborg(&["check", "--max-duration", "10", &repo_s], &s.work(), &env);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--repository-only is required for --max-duration support."));
+}
