@@ -7,6 +7,9 @@ use std::path::Path;
 
 use common::*;
 
+/// `rborg` or `borg` from `common`.
+type Tool = fn(&[&str], &Path, &[(String, String)]) -> std::process::Output;
+
 fn repository(s: &Scratch, env: &[(String, String)]) -> String {
     let repo = s.path().join("repos/checked");
     let repo_s = repo.to_str().unwrap().to_string();
@@ -56,8 +59,7 @@ fn repository_check_reports_and_repairs_as_borg() {
             .chain([repo.to_string()])
             .collect::<Vec<_>>()
     };
-    let run = |tool: fn(&[&str], &Path, &[(String, String)]) -> std::process::Output,
-               repo: &str| {
+    let run = |tool: Tool, repo: &str| {
         let a = args(repo);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         tool(&a, &s.work(), &env)
