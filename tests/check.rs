@@ -118,3 +118,70 @@ fn contradicting_check_options_are_command_errors() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("--repository-only is required for --max-duration support."));
 }
+
+#[test]
+fn archives_check_reports_as_borg_clean_and_with_a_missing_chunk() {
+    let test = "archives_check_reports_as_borg_clean_and_with_a_missing_chunk";
+    if !borg_or_skip(test) {
+        return;
+    }
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let repo_s = repository(&s, &env);
+    let src = s.work().join("src");
+    std::fs::write(src.join("more"), b"second archive").unwrap();
+    ok(rborg(
+        &["create", &format!("{repo_s}::b"), "src"],
+        &s.work(),
+        &env,
+    ));
+    let full =
+        |tool: Tool, repo: &str| tool(&["check", "-v", "--verify-data", repo], &s.work(), &env);
+    let ours = full(rborg, &repo_s);
+    let theirs = full(borg, &repo_s);
+    assert_eq!(ours.status.code(), Some(0), "{}", stderr(&ours));
+    assert_eq!(stderr(&ours), stderr(&theirs));
+    assert!(stderr(&ours).contains("verified"), "{}", stderr(&ours));
+
+    // Remove one file chunk (borg's own tool finds and deletes it).
+    let dump = s.work().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    ok(borg(
+        &["debug", "dump-archive-items", &format!("{repo_s}::b")],
+        &dump,
+        &env,
+    ));
+    let items_file = std::fs::read_dir(&dump)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(items_file).unwrap();
+    let items = rborg::archive::meta::decode_items(&bytes).unwrap();
+    let chunk = items
+        .iter()
+        .find_map(|i| i.chunks.as_ref().and_then(|c| c.first()).map(|c| c.id))
+        .unwrap();
+    ok(borg(
+        &["debug", "delete-obj", &repo_s, &hex::encode(chunk)],
+        &s.work(),
+        &env,
+    ));
+    let copy = s.path().join("repos/missing-copy");
+    copy_tree(Path::new(&repo_s), &copy);
+    let copy_s = copy.to_str().unwrap();
+    let quick = |tool: Tool, repo: &str| tool(&["check", "-v", repo], &s.work(), &env);
+    let ours = quick(rborg, &repo_s);
+    let theirs = quick(borg, copy_s);
+    assert_eq!(ours.status.code(), Some(1), "{}", stderr(&ours));
+    assert_eq!(theirs.status.code(), Some(1));
+    assert!(stderr(&ours).contains("New missing file chunk detected"));
+    let relocated = |text: String| {
+        text.lines()
+            .filter(|l| !l.contains("previously located") && !l.contains("Do you want"))
+            .map(|l| l.replace(copy_s, &repo_s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(relocated(stderr(&ours)), relocated(stderr(&theirs)));
+}

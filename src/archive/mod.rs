@@ -1,5 +1,6 @@
 //! Archives: manifest, archive metadata, items and the item stream (repository-format.md §7).
 
+pub mod check;
 pub mod create;
 pub mod extract;
 pub mod item;

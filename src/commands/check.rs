@@ -1,10 +1,16 @@
-//! `borg check`: the repository phase (segments, CRCs, index; `--repair`, `--max-duration`).
-//! The archives phase is still to come.
+//! `borg check`: the repository phase (segments, CRCs, index; `--repair`, `--max-duration`)
+//! and the archives phase (manifest, archives, items, chunks, orphans, `--verify-data`;
+//! its repair is still to come).
 
+use std::sync::Arc;
+
+use rborg::archive::check::{check_archives, ArchiveCheckOptions};
+use rborg::archive::{ArchiveInfo, Manifest, Operation};
+use rborg::crypto::open_key;
 use rborg::errors::{self, Error, ErrorKind, Result, EXIT_WARNING};
 use rborg::output::{self, Question};
 
-use super::common::{open_repository, parse_location, ArchiveArg};
+use super::common::{archive_filter, open_repository, parse_location, ArchiveArg};
 use super::Context;
 use crate::cli::CheckArgs;
 
@@ -27,12 +33,68 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         errors::set_exit_code(EXIT_WARNING);
         return Ok(());
     }
-    if !args.repo_only {
+    if args.repo_only {
+        return Ok(());
+    }
+    if args.repair {
         return Err(Error::generic(
-            "the archives check is not implemented yet (use --repository-only)",
+            "check --repair of the archives is not implemented yet (use --repository-only)",
         ));
     }
+    let stored = match Manifest::fetch(repo.as_ref()) {
+        Ok(stored) => stored,
+        Err(e) if e.is(ErrorKind::NoManifestError) => {
+            output::info("Starting archive consistency check...");
+            output::error("Repository manifest not found!");
+            output::error("Archive consistency check complete, problems found.");
+            errors::set_exit_code(EXIT_WARNING);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let key = Arc::new(open_key(repo.as_ref(), &stored)?);
+    let selected = selected_archives(args, &location, repo.as_ref(), &key)?;
+    let opts = ArchiveCheckOptions {
+        verify_data: args.verify_data,
+        selected,
+    };
+    if !check_archives(repo, key, &opts)? {
+        errors::set_exit_code(EXIT_WARNING);
+    }
     Ok(())
+}
+
+/// The archives an ARCHIVE argument or filters choose (None: all, orphans checked too).
+fn selected_archives(
+    args: &CheckArgs,
+    location: &rborg::location::Location,
+    repo: &dyn rborg::repository::Repository,
+    key: &rborg::crypto::Key,
+) -> Result<Option<Vec<ArchiveInfo>>> {
+    if location.archive.is_none() && !args.filter.any() {
+        return Ok(None);
+    }
+    // An unreadable manifest is reported by the check itself.
+    let Ok(manifest) = Manifest::load(repo, key, &[Operation::Check]) else {
+        return Ok(None);
+    };
+    if let Some(name) = &location.archive {
+        return Ok(Some(
+            manifest
+                .lookup(name.as_bytes())
+                .cloned()
+                .into_iter()
+                .collect(),
+        ));
+    }
+    let filter = archive_filter(&args.filter, true)?;
+    Ok(Some(
+        filter
+            .apply(&manifest.archives)?
+            .into_iter()
+            .cloned()
+            .collect(),
+    ))
 }
 
 fn confirmed_repair() -> bool {
