@@ -329,23 +329,19 @@ fn commit_loop(
     opts: &CreateOptions,
     mut checkpoint: Option<&mut WriteCheckpoint<'_>>,
 ) -> Result<CreateOutcome> {
-    let mut out = CreateOutcome::default();
-    let mut itembuf = ItemBuffer::new(writer.key.chunk_seed());
+    let mut c = Committer {
+        writer,
+        index,
+        out: CreateOutcome::default(),
+        new_refs: HashMap::new(),
+        itembuf: ItemBuffer::new(writer.key.chunk_seed()),
+    };
     let mut pending: Vec<ChunkRef> = Vec::new();
-    // References per chunk stored by this run (new chunks nobody references are deleted).
-    let mut new_refs: HashMap<ObjectId, u32> = HashMap::new();
     let mut progress = opts.progress.then(ArchiveProgress::new);
     // The file being chunked (known when checkpoints are on) and when the last one was.
     let mut parts: Option<FileParts> = None;
     let mut last_checkpoint = std::time::Instant::now();
     while let Some(piece) = pipeline.next() {
-        let mut c = Committer {
-            writer,
-            index,
-            out: &mut out,
-            new_refs: &mut new_refs,
-            itembuf: &mut itembuf,
-        };
         match piece {
             Piece::Chunks(chunks) => {
                 for ch in chunks? {
@@ -412,15 +408,14 @@ fn commit_loop(
         }
     }
     if signals::sigint_pending() {
-        let mut c = Committer {
-            writer,
-            index,
-            out: &mut out,
-            new_refs: &mut new_refs,
-            itembuf: &mut itembuf,
-        };
         return c.interrupted(checkpoint, None, &pending);
     }
+    let Committer {
+        mut out,
+        mut new_refs,
+        mut itembuf,
+        ..
+    } = c;
     let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, &mut out, &mut new_refs);
     itembuf.flush(true, &mut store)?;
     out.item_chunks = std::mem::take(&mut itembuf.chunks);
@@ -457,13 +452,14 @@ impl FileParts {
     }
 }
 
-/// The committer's state while it adds items.
+/// The committer's state: what the backup produced so far, the item stream, and the
+/// references per chunk stored by this run (new chunks nobody references are deleted).
 struct Committer<'c> {
     writer: &'c ObjectWriter,
     index: &'c dyn BackupIndex,
-    out: &'c mut CreateOutcome,
-    new_refs: &'c mut HashMap<ObjectId, u32>,
-    itembuf: &'c mut ItemBuffer,
+    out: CreateOutcome,
+    new_refs: HashMap<ObjectId, u32>,
+    itembuf: ItemBuffer,
 }
 
 impl Committer<'_> {
@@ -500,7 +496,7 @@ impl Committer<'_> {
     /// Save the items so far as a checkpoint archive.
     fn checkpoint(&mut self, save: &mut WriteCheckpoint<'_>) -> Result<()> {
         let (writer, index) = (self.writer, self.index);
-        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
+        let (out, new_refs) = (&mut self.out, &mut self.new_refs);
         let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
         self.itembuf.flush(true, &mut store)?;
         save(&self.itembuf.chunks, &self.out.stats)
@@ -549,7 +545,7 @@ impl Committer<'_> {
 
     fn add_to_stream(&mut self, item: &Item) -> Result<()> {
         let (writer, index) = (self.writer, self.index);
-        let (out, new_refs) = (&mut *self.out, &mut *self.new_refs);
+        let (out, new_refs) = (&mut self.out, &mut self.new_refs);
         let mut store = |data: &[u8]| store_meta_chunk(writer, index, data, out, new_refs);
         self.itembuf.add(item, &mut store)
     }

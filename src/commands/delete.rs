@@ -91,61 +91,107 @@ fn delete_archives(
     if args.forced >= 2 {
         return remove_from_manifest(args, &mut opened, &names);
     }
-    let mut cache = open_cache(ctx, &opened)?;
-    let writer = ObjectWriter::new(
-        opened.repo.clone(),
-        opened.key.clone(),
-        CompressionSpec::default(),
-    );
-    let checkpoint = |manifest: &mut Manifest, cache: &mut Cache| -> Result<()> {
-        manifest.write(&writer)?;
-        writer
-            .repo
-            .commit(false, DEFAULT_COMPACT_THRESHOLD, false)?;
-        cache.commit(manifest)
-    };
-    let opts = DeleteOptions {
-        forced: args.forced,
-        progress: ctx.common.progress,
-        consider_part_files: ctx.common.consider_part_files,
-    };
-    let mut stats = Statistics::default();
+    let mut deletion = Deletion::new(ctx, &mut opened, args.forced, args.checkpoint_interval)?;
     let verb = if args.dry_run {
         "Would delete archive:"
     } else {
         "Deleting archive:"
     };
-    let mut last_checkpoint = Instant::now();
-    let mut uncommitted = 0usize;
     let n = names.len();
     for (i, name) in names.iter().enumerate() {
-        let Some(info) = opened.manifest.lookup(name).cloned() else {
+        let Some(info) = deletion.manifest().lookup(name).cloned() else {
             not_found(name, i + 1, n);
             continue;
         };
         if args.output_list {
             output::list_line(&format!("{verb} {} ({}/{n})", archive_line(&info), i + 1));
         }
-        if args.dry_run {
-            continue;
-        }
-        delete_archive(&mut cache, &mut opened.manifest, name, &mut stats, opts)?;
-        let interval = args.checkpoint_interval;
-        if interval > 0 && last_checkpoint.elapsed().as_secs_f64() > interval as f64 {
-            checkpoint(&mut opened.manifest, &mut cache)?;
-            last_checkpoint = Instant::now();
-            uncommitted = 0;
-        } else {
-            uncommitted += 1;
+        if !args.dry_run {
+            deletion.delete(name)?;
         }
     }
-    if uncommitted > 0 {
-        checkpoint(&mut opened.manifest, &mut cache)?;
-    }
+    let (stats, cache) = deletion.finish()?;
     if args.stats || args.quick_stats {
         print_stats(ctx, &stats, (!args.quick_stats).then_some(&cache))?;
     }
     Ok(())
+}
+
+/// Deletes archives one at a time, committing manifest, repository and cache every
+/// `--checkpoint-interval` seconds and after the last one (borg's delete and prune).
+pub(crate) struct Deletion<'o> {
+    opened: &'o mut Opened,
+    cache: Cache,
+    writer: ObjectWriter,
+    opts: DeleteOptions,
+    interval: i64,
+    last_commit: Instant,
+    uncommitted: bool,
+    stats: Statistics,
+}
+
+impl<'o> Deletion<'o> {
+    pub(crate) fn new(
+        ctx: &Context,
+        opened: &'o mut Opened,
+        forced: u8,
+        interval: i64,
+    ) -> Result<Deletion<'o>> {
+        let cache = open_cache(ctx, opened)?;
+        let writer = ObjectWriter::new(
+            opened.repo.clone(),
+            opened.key.clone(),
+            CompressionSpec::default(),
+        );
+        Ok(Deletion {
+            opened,
+            cache,
+            writer,
+            opts: DeleteOptions {
+                forced,
+                progress: ctx.common.progress,
+                consider_part_files: ctx.common.consider_part_files,
+            },
+            interval,
+            last_commit: Instant::now(),
+            uncommitted: false,
+            stats: Statistics::default(),
+        })
+    }
+
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.opened.manifest
+    }
+
+    pub(crate) fn delete(&mut self, name: &[u8]) -> Result<()> {
+        let manifest = &mut self.opened.manifest;
+        delete_archive(&mut self.cache, manifest, name, &mut self.stats, self.opts)?;
+        self.uncommitted = true;
+        if self.interval > 0 && self.last_commit.elapsed().as_secs_f64() > self.interval as f64 {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let manifest = &mut self.opened.manifest;
+        manifest.write(&self.writer)?;
+        self.writer
+            .repo
+            .commit(false, DEFAULT_COMPACT_THRESHOLD, false)?;
+        self.cache.commit(manifest)?;
+        self.last_commit = Instant::now();
+        self.uncommitted = false;
+        Ok(())
+    }
+
+    /// Commit what is left; the statistics of what was deleted and the cache.
+    pub(crate) fn finish(mut self) -> Result<(Statistics, Cache)> {
+        if self.uncommitted {
+            self.commit()?;
+        }
+        Ok((self.stats, self.cache))
+    }
 }
 
 /// The `Deleted data` block (sizes were subtracted from zero: read them as signed).

@@ -1,21 +1,15 @@
 //! `borg prune`: keep the archives the retention rules select (cli.md §8), delete the others.
 
-use std::time::Instant;
-
 use chrono::Utc;
 
-use rborg::archive::objects::ObjectWriter;
 use rborg::archive::prune::{decide, is_checkpoint, strip_checkpoint_suffix, Keep, PruneRules};
-use rborg::archive::{ArchiveInfo, Manifest, Operation, Statistics};
-use rborg::cache::{delete_archive, Cache, DeleteOptions};
-use rborg::compress::CompressionSpec;
+use rborg::archive::{ArchiveInfo, Manifest, Operation};
 use rborg::errors::{Error, Result};
 use rborg::output::human::format_archive_line;
 use rborg::output::{self};
-use rborg::repository::DEFAULT_COMPACT_THRESHOLD;
 
-use super::common::{load_manifest, open_cache, open_repository, parse_location, ArchiveArg};
-use super::delete::print_stats;
+use super::common::{load_manifest, open_repository, parse_location, ArchiveArg};
+use super::delete::{print_stats, Deletion};
 use super::Context;
 use crate::cli::PruneArgs;
 
@@ -55,27 +49,12 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut cache = open_cache(ctx, &opened)?;
-    let writer = ObjectWriter::new(
-        opened.repo.clone(),
-        opened.key.clone(),
-        CompressionSpec::default(),
-    );
-    let commit = |manifest: &mut Manifest, cache: &mut Cache| -> Result<()> {
-        manifest.write(&writer)?;
-        writer
-            .repo
-            .commit(false, DEFAULT_COMPACT_THRESHOLD, false)?;
-        cache.commit(manifest)
-    };
-    let opts = DeleteOptions {
-        forced: u8::from(args.forced),
-        progress: false,
-        consider_part_files: ctx.common.consider_part_files,
-    };
-    let mut stats = Statistics::default();
-    let mut last_commit = Instant::now();
-    let mut uncommitted = false;
+    let mut deletion = Deletion::new(
+        ctx,
+        &mut opened,
+        u8::from(args.forced),
+        args.checkpoint_interval,
+    )?;
     let mut deleted = 0;
     for (a, keep) in &decided {
         let position = keep.is_none().then(|| {
@@ -85,21 +64,11 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> Result<()> {
         if args.output_list {
             list_line(&verdict(keep.as_ref(), position), a);
         }
-        if keep.is_some() {
-            continue;
-        }
-        delete_archive(&mut cache, &mut opened.manifest, &a.name, &mut stats, opts)?;
-        uncommitted = true;
-        let interval = args.checkpoint_interval;
-        if interval > 0 && last_commit.elapsed().as_secs_f64() > interval as f64 {
-            commit(&mut opened.manifest, &mut cache)?;
-            last_commit = Instant::now();
-            uncommitted = false;
+        if keep.is_none() {
+            deletion.delete(&a.name)?;
         }
     }
-    if uncommitted {
-        commit(&mut opened.manifest, &mut cache)?;
-    }
+    let (stats, cache) = deletion.finish()?;
     if args.stats || args.quick_stats {
         print_stats(ctx, &stats, (!args.quick_stats).then_some(&cache))?;
     }
