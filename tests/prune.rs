@@ -246,6 +246,28 @@ fn prune_deletes_what_it_lists_and_borg_checks_the_result() {
     std::fs::create_dir_all(&dest).unwrap();
     ok(borg(&["extract", &format!("{repo_s}::d-5")], &dest, &env));
     assert!(dest.join("src/day5.txt").exists());
+    // --progress: borg's `Pruning archives` percent records (and no per-archive ones).
+    let progress = ok(rborg(
+        &[
+            "prune",
+            "--progress",
+            "--log-json",
+            "--keep-last",
+            "1",
+            &repo_s,
+        ],
+        &s.work(),
+        &env_utc,
+    ));
+    let records: Vec<Value> = stderr(&progress)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let prune_progress: Vec<&Value> = records.iter().filter(|r| r["msgid"] == "prune").collect();
+    assert_eq!(prune_progress.len(), 2, "{}", stderr(&progress));
+    assert_eq!(prune_progress[0]["message"], "Pruning archives   0%");
+    assert_eq!(prune_progress[1]["finished"], true);
+    assert!(!records.iter().any(|r| r["msgid"] == "archive.delete"));
     // No rule at all: borg 1.4's CommandError.
     let none = rborg(&["prune", &repo_s], &s.work(), &env);
     assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));

@@ -91,7 +91,13 @@ fn delete_archives(
     if args.forced >= 2 {
         return remove_from_manifest(args, &mut opened, &names);
     }
-    let mut deletion = Deletion::new(ctx, &mut opened, args.forced, args.checkpoint_interval)?;
+    let mut deletion = Deletion::new(
+        ctx,
+        &mut opened,
+        args.forced,
+        args.checkpoint_interval,
+        ctx.common.progress,
+    )?;
     let verb = if args.dry_run {
         "Would delete archive:"
     } else {
@@ -131,11 +137,13 @@ pub(crate) struct Deletion<'o> {
 }
 
 impl<'o> Deletion<'o> {
+    /// `progress`: show each archive's `Decrementing references` (delete does, prune not).
     pub(crate) fn new(
         ctx: &Context,
         opened: &'o mut Opened,
         forced: u8,
         interval: i64,
+        progress: bool,
     ) -> Result<Deletion<'o>> {
         let cache = open_cache(ctx, opened)?;
         let writer = ObjectWriter::new(
@@ -149,7 +157,7 @@ impl<'o> Deletion<'o> {
             writer,
             opts: DeleteOptions {
                 forced,
-                progress: ctx.common.progress,
+                progress,
                 consider_part_files: ctx.common.consider_part_files,
             },
             interval,

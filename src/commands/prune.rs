@@ -6,7 +6,7 @@ use rborg::archive::prune::{decide, is_checkpoint, strip_checkpoint_suffix, Keep
 use rborg::archive::{ArchiveInfo, Manifest, Operation};
 use rborg::errors::{Error, Result};
 use rborg::output::human::format_archive_line;
-use rborg::output::{self};
+use rborg::output::{self, ProgressPercent};
 
 use super::common::{load_manifest, open_repository, parse_location, ArchiveArg};
 use super::delete::{print_stats, Deletion};
@@ -54,7 +54,12 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> Result<()> {
         &mut opened,
         u8::from(args.forced),
         args.checkpoint_interval,
+        false,
     )?;
+    let mut progress = ctx
+        .common
+        .progress
+        .then(|| ProgressPercent::new(doomed as u64, 5.0, "Pruning archives %3.0f%%", "prune"));
     let mut deleted = 0;
     for (a, keep) in &decided {
         let position = keep.is_none().then(|| {
@@ -65,8 +70,14 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> Result<()> {
             list_line(&verdict(keep.as_ref(), position), a);
         }
         if keep.is_none() {
+            if let Some(p) = progress.as_mut() {
+                p.show(None, None);
+            }
             deletion.delete(&a.name)?;
         }
+    }
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
     let (stats, cache) = deletion.finish()?;
     if args.stats || args.quick_stats {

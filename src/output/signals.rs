@@ -57,6 +57,11 @@ pub fn set_sigint_deferred(on: bool) {
     }
 }
 
+/// A terminating signal is being handled (cleanups run or are about to).
+pub fn terminating() -> bool {
+    TERMINATING.load(Ordering::SeqCst)
+}
+
 /// A deferred SIGINT arrived and was not yet handled.
 pub fn sigint_pending() -> bool {
     SIGINT_PENDING.load(Ordering::Relaxed)

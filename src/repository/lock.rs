@@ -21,6 +21,25 @@ use crate::output::{self, Level};
 
 const LOGGER: &str = "borg.locking";
 
+/// Held while this process changes lock files, by the code taking or releasing a lock and by
+/// the release a terminating signal runs: the signal's cleanup never sees a half-written
+/// roster, and once it ran nothing takes a lock again (`stop_requested`).
+static LOCK_OPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    /// Set on the thread releasing locks for a terminating signal.
+    static EXIT_CLEANUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A terminating signal arrived: locks are not taken any more (except by its own cleanup).
+fn stop_requested() -> bool {
+    output::signals::terminating() && !EXIT_CLEANUP.with(|c| c.get())
+}
+
+fn lock_ops() -> std::sync::MutexGuard<'static, ()> {
+    LOCK_OPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Who holds a lock: host id, process id, thread (always 0 in borg).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProcessId {
@@ -328,7 +347,7 @@ impl ExclusiveLock {
                         break Ok(());
                     }
                     self.kill_stale_lock();
-                    if timer.timed_out_or_sleep() {
+                    if stop_requested() || timer.timed_out_or_sleep() {
                         break Err(Error::new(ErrorKind::LockTimeout, [self.path_text()]));
                     }
                 }
@@ -627,6 +646,7 @@ impl Lock {
             };
             let mut lock = Lock::with_id(&path, exclusive, Some(1.0), id.clone());
             lock.held = true;
+            EXIT_CLEANUP.with(|c| c.set(true));
             let _ = lock.release();
         }));
     }
@@ -639,6 +659,10 @@ impl Lock {
     }
 
     fn acquire_mode(&mut self, exclusive: bool, remove: Option<&str>) -> Result<()> {
+        let _ops = lock_ops();
+        if stop_requested() {
+            return Err(Error::new(ErrorKind::LockTimeout, [self.mutex.path_text()]));
+        }
         // Registered before the lock files change: a signal arriving in between must still
         // remove what this process wrote (removing entries it has not written is harmless).
         let previous = self
@@ -699,7 +723,7 @@ impl Lock {
                     return Err(e);
                 }
             }
-            if timer.timed_out_or_sleep() {
+            if stop_requested() || timer.timed_out_or_sleep() {
                 return Err(Error::new(
                     ErrorKind::LockTimeout,
                     [self.path.display().to_string()],
@@ -712,6 +736,7 @@ impl Lock {
         if !self.held {
             return Ok(());
         }
+        let _ops = lock_ops();
         self.held = false;
         self.held_mode.store(0, Ordering::SeqCst);
         if let Some(id) = self.cleanup.take() {
