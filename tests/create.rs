@@ -181,14 +181,6 @@ fn borg_and_rborg_deduplicate_against_each_other() {
             } else {
                 rborg(&["check", repo_s], &s.work(), env)
             };
-            if tool == "rborg" && !out.status.success() && stderr(&out).contains("not implemented")
-            {
-                skip(
-                    test,
-                    "rborg check is not implemented yet: only borg's check ran",
-                );
-                continue;
-            }
             assert!(
                 out.status.success() && stderr(&out).is_empty(),
                 "{mode} {tool} check: {}",
