@@ -185,3 +185,101 @@ fn archives_check_reports_as_borg_clean_and_with_a_missing_chunk() {
     };
     assert_eq!(relocated(stderr(&ours)), relocated(stderr(&theirs)));
 }
+
+/// Segment files of a repository, by number.
+fn segments(repo: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(repo.join("data/0"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let n = p.file_name()?.to_str()?.parse().ok()?;
+            Some((n, p))
+        })
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// The file in the repository dir whose name starts with `prefix` (index., hints., integrity.).
+fn transaction_file(repo: &Path, prefix: &str) -> std::path::PathBuf {
+    std::fs::read_dir(repo)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .unwrap()
+}
+
+fn flip(path: &Path, from_end: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - from_end;
+    bytes[at] ^= 1;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damaged_repositories_are_reported_as_borg_reports_them() {
+    let test = "damaged_repositories_are_reported_as_borg_reports_them";
+    if !borg_or_skip(test) {
+        return;
+    }
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let pristine = repository(&s, &env);
+    ok(rborg(
+        &["create", &format!("{pristine}::b"), "src"],
+        &s.work(),
+        &env,
+    ));
+    type Damage = fn(&Path);
+    // Not yet here: a corrupt index (borg commits the recovered index before checking: its
+    // report counts one segment more).
+    let cases: [(&str, Damage); 5] = [
+        ("bit flip in the manifest's segment", |r| {
+            let segs = segments(r);
+            flip(&segs[segs.len() - 2].1, 20);
+        }),
+        ("missing segment", |r| {
+            let segs = segments(r);
+            std::fs::remove_file(&segs[segs.len() / 2].1).unwrap();
+        }),
+        ("truncated segment", |r| {
+            let (_, largest) = segments(r)
+                .into_iter()
+                .max_by_key(|(_, p)| p.metadata().unwrap().len())
+                .unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&largest)
+                .unwrap();
+            f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+        }),
+        ("missing index", |r| {
+            std::fs::remove_file(transaction_file(r, "index.")).unwrap()
+        }),
+        ("missing hints", |r| {
+            std::fs::remove_file(transaction_file(r, "hints.")).unwrap()
+        }),
+    ];
+    for (i, (what, damage)) in cases.iter().enumerate() {
+        let ours = s.path().join(format!("repos/ours{i}"));
+        let theirs = s.path().join(format!("repos/theirs{i}"));
+        copy_tree(Path::new(&pristine), &ours);
+        damage(&ours);
+        copy_tree(&ours, &theirs);
+        let (ours_s, theirs_s) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
+        let a = rborg(&["check", "-v", ours_s], &s.work(), &env);
+        let b = borg(&["check", "-v", theirs_s], &s.work(), &env);
+        let normal = |text: String, path: &str| {
+            text.lines()
+                .filter(|l| !l.contains("previously located") && !l.contains("Do you want"))
+                .map(|l| l.replace(path, "REPO"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(a.status.code(), b.status.code(), "{what}: {}", stderr(&a));
+        assert_eq!(
+            normal(stderr(&a), ours_s),
+            normal(stderr(&b), theirs_s),
+            "{what}"
+        );
+    }
+}

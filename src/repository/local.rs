@@ -904,10 +904,7 @@ impl LocalRepository {
                 }
             },
         };
-        log(
-            Level::Warning,
-            "Replaying segments. Please wait, this can take a while...",
-        );
+        // borg shows only a `Replaying segments NN%` progress indicator here (with --progress)
         for (segment, _) in self.io.segment_list(None, false)? {
             if from.is_some_and(|f| segment <= f) {
                 continue;
