@@ -73,7 +73,7 @@ const BATCH_CHUNKS: usize = 4;
 const BATCH_BYTES: u64 = 4 << 20;
 
 /// Idle chunk and envelope buffers kept for reuse (see `bufpool`).
-const POOL_IDLE_BYTES: usize = 24 << 20;
+const POOL_IDLE_BYTES: usize = 16 << 20;
 
 /// Bytes in flight between walker and committer: chunk data until hashed and encrypted, then
 /// the envelopes until written. Small, so peak memory stays at borg's; two cores stay busy.

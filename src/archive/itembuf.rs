@@ -7,8 +7,10 @@ use crate::chunker::{chunk_lengths, ChunkerParams, ITEMS_CHUNKER_PARAMS};
 use crate::errors::Result;
 use crate::msgpack;
 
-/// Items are chunked whenever the buffer grows beyond this (borg's BUFFER_SIZE).
-pub const BUFFER_SIZE: usize = 8 * 1024 * 1024;
+/// Items are chunked whenever the buffer grows beyond this. borg uses 8 MiB; chunk boundaries
+/// are content-defined, so a smaller buffer changes little but keeps the whole item stream of
+/// a large backup from staying in memory.
+pub const BUFFER_SIZE: usize = 2 * 1024 * 1024;
 
 /// Collects packed items; `store` is called for every finished item-stream chunk and returns
 /// its id.
