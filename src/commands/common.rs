@@ -52,13 +52,23 @@ pub fn open_repository(
     location: &Location,
     exclusive: bool,
 ) -> Result<Arc<dyn Repository>> {
+    open_repository_locking(ctx, location, exclusive, !ctx.common.bypass_lock)
+}
+
+/// [`open_repository`], taking the lock only if `lock` (borg's `with_repository(lock=…)`).
+pub fn open_repository_locking(
+    ctx: &Context,
+    location: &Location,
+    exclusive: bool,
+    lock: bool,
+) -> Result<Arc<dyn Repository>> {
     match location.proto {
         Proto::Local => {
             let repo = LocalRepository::open(
                 &location.absolute_path(),
                 exclusive,
                 ctx.common.lock_wait as f64,
-                !ctx.common.bypass_lock,
+                lock,
                 false,
             )?;
             Ok(Arc::new(repo))
@@ -67,6 +77,13 @@ pub fn open_repository(
             "remote repositories (ssh://) are not supported yet",
         )),
     }
+}
+
+/// Rewrite the manifest object unchanged (no key needed): starts the transaction that
+/// `with-lock` and `compact` commit, as borg 1.2 does.
+pub fn start_noop_transaction(repo: &dyn Repository) -> Result<()> {
+    let manifest = repo.get(&rborg::repository::MANIFEST_ID)?;
+    repo.put(&rborg::repository::MANIFEST_ID, &manifest)
 }
 
 /// borg's `with_repository(manifest=True)`: open, unlock the key, load and check the manifest,
@@ -156,14 +173,11 @@ pub fn archive_filter(
     args: &ArchiveFilterArgs,
     consider_checkpoints: bool,
 ) -> Result<ArchiveFilter> {
-    let glob = match (&args.glob.prefix, &args.glob.glob_archives) {
-        (Some(prefix), _) => Some(format!(
-            "{}*",
-            rborg::location::replace_placeholders(prefix, None)?
-        )),
-        (None, Some(g)) => Some(rborg::location::replace_placeholders(g, None)?),
-        (None, None) => None,
-    };
+    let glob = args
+        .glob
+        .glob()
+        .map(|g| rborg::location::replace_placeholders(&g, None))
+        .transpose()?;
     Ok(ArchiveFilter {
         glob,
         sort_by: args.sort_keys().join(","),

@@ -1,9 +1,8 @@
 //! `borg compact`: rewrite sparse segments to free the space of deleted objects.
 
 use rborg::errors::Result;
-use rborg::repository::MANIFEST_ID;
 
-use super::common::{open_repository, parse_location, ArchiveArg};
+use super::common::{open_repository, parse_location, start_noop_transaction, ArchiveArg};
 use super::Context;
 use crate::cli::CompactArgs;
 
@@ -13,9 +12,6 @@ pub fn run(ctx: &Context, args: &CompactArgs) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    // As borg 1.2: rewrite the manifest object unchanged (no key needed) to start the
-    // transaction the compacting commit ends.
-    let manifest = repo.get(&MANIFEST_ID)?;
-    repo.put(&MANIFEST_ID, &manifest)?;
+    start_noop_transaction(repo.as_ref())?;
     repo.commit(true, args.threshold as f64 / 100.0, args.cleanup_commits)
 }

@@ -104,11 +104,11 @@ fn rules_of(args: &PruneArgs) -> PruneRules {
 /// The archives the glob selects, checkpoints of selected names included (borg appends an
 /// optional checkpoint suffix to the glob).
 fn candidates<'m>(args: &PruneArgs, manifest: &'m Manifest) -> Result<Vec<&'m ArchiveInfo>> {
-    let glob = match args.glob.glob() {
-        Some(g) => Some(rborg::location::replace_placeholders(&g, None)?),
-        None => None,
-    };
-    let matcher = glob
+    let matcher = args
+        .glob
+        .glob()
+        .map(|g| rborg::location::replace_placeholders(&g, None))
+        .transpose()?
         .as_deref()
         .map(rborg::patterns::archive_glob_regex)
         .transpose()?;

@@ -3,19 +3,17 @@
 use std::os::unix::process::ExitStatusExt;
 
 use rborg::errors::{self, Error, Result};
-use rborg::repository::{DEFAULT_COMPACT_THRESHOLD, MANIFEST_ID};
+use rborg::repository::DEFAULT_COMPACT_THRESHOLD;
 
-use super::common::{open_repository, parse_location, ArchiveArg};
+use super::common::{open_repository, parse_location, start_noop_transaction, ArchiveArg};
 use super::Context;
 use crate::cli::WithLockArgs;
 
 pub fn run(ctx: &Context, args: &WithLockArgs) -> Result<()> {
     let location = parse_location(Some(&args.location), ArchiveArg::Forbidden)?;
     let repo = open_repository(ctx, &location, true)?;
-    // As borg 1.2: rewrite the manifest object as it is (no key needed), which starts a
-    // transaction, and commit it afterwards, so the segment it went to is never reused.
-    let manifest = repo.get(&MANIFEST_ID)?;
-    repo.put(&MANIFEST_ID, &manifest)?;
+    // Committed afterwards, so the segment the rewrite went to is never reused (borg 1.2).
+    start_noop_transaction(repo.as_ref())?;
     let program = args.program();
     let status = std::process::Command::new(program)
         .args(args.args())

@@ -827,7 +827,7 @@ impl SegmentWriter {
             self.segment += 1;
             self.offset = 0;
             f.sync_data()?;
-            drop_cache(&f);
+            crate::fs::drop_page_cache(std::os::fd::AsRawFd::as_raw_fd(&f));
             drop(f);
             if let Some(dir) = path.parent() {
                 sync_dir(dir)?;
@@ -841,11 +841,6 @@ impl SegmentWriter {
         self.file = None;
         self.offset = 0;
     }
-}
-
-fn drop_cache(f: &File) {
-    use std::os::unix::io::AsRawFd;
-    crate::fs::drop_page_cache(f.as_raw_fd());
 }
 
 #[cfg(test)]
