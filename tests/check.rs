@@ -231,9 +231,7 @@ fn damaged_repositories_are_reported_as_borg_reports_them() {
         &env,
     ));
     type Damage = fn(&Path);
-    // Not yet here: a corrupt index (borg commits the recovered index before checking: its
-    // report counts one segment more).
-    let cases: [(&str, Damage); 5] = [
+    let cases: [(&str, Damage); 9] = [
         ("bit flip in the manifest's segment", |r| {
             let segs = segments(r);
             flip(&segs[segs.len() - 2].1, 20);
@@ -259,6 +257,25 @@ fn damaged_repositories_are_reported_as_borg_reports_them() {
         ("missing hints", |r| {
             std::fs::remove_file(transaction_file(r, "hints.")).unwrap()
         }),
+        // borg recovers a corrupt index with a commit of its own before checking
+        ("corrupt index", |r| {
+            let index = transaction_file(r, "index.");
+            let len = index.metadata().unwrap().len() as usize;
+            flip(&index, len / 2)
+        }),
+        ("corrupt hints", |r| flip(&transaction_file(r, "hints."), 3)),
+        // the last hex digit of the index's final digest (the file ends `…7e"}}`), changed
+        ("corrupt integrity digest", |r| {
+            let path = transaction_file(r, "integrity.");
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() - 4;
+            assert!(bytes[at].is_ascii_hexdigit());
+            bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+            std::fs::write(&path, bytes).unwrap();
+        }),
+        ("missing integrity file", |r| {
+            std::fs::remove_file(transaction_file(r, "integrity.")).unwrap()
+        }),
     ];
     for (i, (what, damage)) in cases.iter().enumerate() {
         let ours = s.path().join(format!("repos/ours{i}"));
@@ -282,4 +299,61 @@ fn damaged_repositories_are_reported_as_borg_reports_them() {
             "{what}"
         );
     }
+}
+
+/// Alter the data of the largest object in the largest segment and fix its entry's CRC, so
+/// only decryption (`--verify-data`) can notice.
+fn forge_largest_object(repo: &Path) {
+    let (_, largest) = segments(repo)
+        .into_iter()
+        .max_by_key(|(_, p)| p.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let (mut at, mut biggest) = (8usize, (0usize, 0usize));
+    while at + 9 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if bytes[at + 8] == 0 && size > biggest.1 {
+            biggest = (at, size);
+        }
+        at += size;
+    }
+    let (start, size) = biggest;
+    bytes[start + size / 2] ^= 0x10;
+    let crc = crc32fast::hash(&bytes[start + 4..start + size]);
+    bytes[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&largest, bytes).unwrap();
+}
+
+#[test]
+fn verify_data_finds_a_forged_object_as_borg_does() {
+    let test = "verify_data_finds_a_forged_object_as_borg_does";
+    if !borg_or_skip(test) {
+        return;
+    }
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let repo_s = repository(&s, &env);
+    forge_largest_object(Path::new(&repo_s));
+    let copy = s.path().join("repos/forged-copy");
+    copy_tree(Path::new(&repo_s), &copy);
+    let copy_s = copy.to_str().unwrap();
+    let verify =
+        |tool: Tool, repo: &str| tool(&["check", "-v", "--verify-data", repo], &s.work(), &env);
+    let ours = verify(rborg, &repo_s);
+    let theirs = verify(borg, copy_s);
+    assert_eq!(ours.status.code(), Some(1), "{}", stderr(&ours));
+    assert_eq!(theirs.status.code(), Some(1));
+    assert!(
+        stderr(&ours).contains("integrity error"),
+        "{}",
+        stderr(&ours)
+    );
+    assert_eq!(
+        stderr(&ours),
+        stderr(&theirs).replace(copy_s, &repo_s),
+        "the one-pass verification reports as borg's second pass"
+    );
+    // the repository phase alone sees nothing (the CRC is right)
+    let repo_only = rborg(&["check", "--repository-only", &repo_s], &s.work(), &env);
+    assert_eq!(repo_only.status.code(), Some(0), "{}", stderr(&repo_only));
 }

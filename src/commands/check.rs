@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rborg::archive::check::{check_archives, ArchiveCheckOptions};
+use rborg::archive::check::{check_archives, check_repository_verifying, ArchiveCheckOptions};
 use rborg::archive::{ArchiveInfo, Manifest, Operation};
 use rborg::crypto::open_key;
 use rborg::errors::{self, Error, ErrorKind, Result, EXIT_WARNING};
@@ -28,10 +28,22 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     validate(args)?;
     let location = parse_location(args.location.as_deref(), ArchiveArg::Optional)?;
     let repo = open_repository(ctx, &location, true)?;
-    if !args.archives_only && !repo.check(args.repair, args.max_duration as f64)? {
-        // problems found: a warning, in both exit-code modes (as borg)
-        errors::set_exit_code(EXIT_WARNING);
-        return Ok(());
+    let mut early_key = None;
+    let mut verified_suspects = None;
+    if !args.archives_only {
+        let ok = match verify_while_checking(args, repo.as_ref())? {
+            Some((key, ok, suspects)) => {
+                early_key = Some(key);
+                verified_suspects = Some(suspects);
+                ok
+            }
+            None => repo.check(args.repair, args.max_duration as f64)?,
+        };
+        if !ok {
+            // problems found: a warning, in both exit-code modes (as borg)
+            errors::set_exit_code(EXIT_WARNING);
+            return Ok(());
+        }
     }
     if args.repo_only {
         return Ok(());
@@ -52,16 +64,46 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let key = Arc::new(open_key(repo.as_ref(), &stored)?);
+    let key = match early_key {
+        Some(key) => key,
+        None => Arc::new(open_key(repo.as_ref(), &stored)?),
+    };
     let selected = selected_archives(args, &location, repo.as_ref(), &key)?;
     let opts = ArchiveCheckOptions {
         verify_data: args.verify_data,
+        verified_suspects,
         selected,
     };
     if !check_archives(repo, key, &opts)? {
         errors::set_exit_code(EXIT_WARNING);
     }
     Ok(())
+}
+
+/// The key, the repository check's result and the objects that failed authentication.
+type EarlyVerification = (
+    Arc<rborg::crypto::Key>,
+    bool,
+    Vec<rborg::repository::ObjectId>,
+);
+
+/// With `--verify-data`, the repository check authenticates every object as it reads it (one
+/// pass over the segments instead of borg's two). That needs the key first, unlike borg, which
+/// asks for the passphrase after the repository check. None: not possible here (no readable
+/// manifest, a repository that cannot hand over its objects); the phases then run as borg's.
+fn verify_while_checking(
+    args: &CheckArgs,
+    repo: &dyn rborg::repository::Repository,
+) -> Result<Option<EarlyVerification>> {
+    if !args.verify_data {
+        return Ok(None);
+    }
+    let Ok(stored) = Manifest::fetch(repo) else {
+        return Ok(None);
+    };
+    let key = Arc::new(open_key(repo, &stored)?);
+    Ok(check_repository_verifying(repo, &key, args.repair)?
+        .map(|(ok, suspects)| (key, ok, suspects)))
 }
 
 /// The archives an ARCHIVE argument or filters choose (None: all, orphans checked too).

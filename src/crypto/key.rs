@@ -959,9 +959,12 @@ fn new_ctr(aes: &Aes256, nonce: [u8; 8]) -> Aes256Ctr {
     StreamCipherCoreWrapper::from_core(ctr::CtrCore::inner_iv_init(aes.clone(), &iv.into()))
 }
 
+/// The reason borg's cipher gives for an object whose MAC does not match.
+pub const MAC_FAILED: &str = "MAC Authentication failed";
+
 fn mac_failed(id: Option<&ObjectId>) -> Error {
     Error::integrity(format!(
-        "Chunk {}: Could not decrypt [MAC Authentication failed]",
+        "Chunk {}: Could not decrypt [{MAC_FAILED}]",
         id_text(id)
     ))
 }

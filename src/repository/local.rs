@@ -872,7 +872,7 @@ impl LocalRepository {
                             "Repository index missing or corrupted, trying to recover from: {e}"
                         ),
                     );
-                    return self.rebuild_index(st, None, seg_t);
+                    return self.recover_index(st, seg_t);
                 }
             }
         }
@@ -881,6 +881,23 @@ impl LocalRepository {
             other => other,
         };
         self.rebuild_index(st, from, seg_t)
+    }
+
+    /// A committed index that cannot be read is removed and rebuilt from the segments; with
+    /// the exclusive lock, the recovery is committed (a commit-only segment `t + 1`), as
+    /// borg's `open_index` does.
+    fn recover_index(&self, st: &mut State, t: u32) -> Result<()> {
+        let path = self.path.join(format!("index.{t}"));
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(os_err(&e, &path));
+            }
+        }
+        self.rebuild_index(st, None, t)?;
+        if !self.got_exclusive_lock() {
+            return Ok(());
+        }
+        self.commit_locked(st, false, 0.0, false)
     }
 
     /// Replay segments (`from`, `to`] on top of index/hints of `from` (or from scratch), then
@@ -1883,6 +1900,14 @@ impl Repository for LocalRepository {
         LocalRepository::check(self, repair, max_duration)
     }
 
+    fn check_observed(
+        &self,
+        repair: bool,
+        observer: &dyn super::CheckObserver,
+    ) -> Result<Option<bool>> {
+        self.check_feeding(repair, 0.0, Some(observer)).map(Some)
+    }
+
     fn break_lock(&self) -> Result<()> {
         Lock::new(&self.path.join("lock"), false, None).break_lock()
     }
@@ -1906,5 +1931,6 @@ impl Drop for LocalRepository {
 }
 
 mod check;
+pub use check::FEED_BATCH_BYTES;
 #[cfg(test)]
 mod tests;

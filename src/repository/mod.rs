@@ -117,6 +117,13 @@ pub trait Repository: Send + Sync {
         Err(unsupported("check"))
     }
 
+    /// The full repository check, handing every intact object it reads to `observer` (so
+    /// `check --verify-data` reads the segments once). `Ok(None)`: this repository cannot
+    /// (the caller runs [`Repository::check`] and reads the objects itself).
+    fn check_observed(&self, _repair: bool, _observer: &dyn CheckObserver) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
     /// Remove the repository lock whoever holds it.
     fn break_lock(&self) -> Result<()> {
         Err(unsupported("break_lock"))
@@ -164,4 +171,33 @@ mod tests {
         assert_eq!(abspath(Path::new("/..")), PathBuf::from("/"));
         assert!(abspath(Path::new("x")).is_absolute());
     }
+}
+
+/// Objects read one after another from a segment, their data side by side in one buffer.
+#[derive(Debug, Default)]
+pub struct ObjectBatch {
+    pub data: Vec<u8>,
+    /// Each object's id and the end of its data in `data` (it starts where the last ended).
+    pub objects: Vec<(ObjectId, usize)>,
+}
+
+impl ObjectBatch {
+    /// Each object's id and stored bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectId, &[u8])> {
+        let mut start = 0;
+        self.objects.iter().map(move |(id, end)| {
+            let data = &self.data[start..*end];
+            start = *end;
+            (id, data)
+        })
+    }
+}
+
+/// Receives the objects a repository check reads. Objects of a segment that later turns out
+/// damaged may have been handed over already: a receiver must not assume they are current.
+pub trait CheckObserver: Sync {
+    /// An empty buffer to read the next batch into (recycled by the receiver); a batch is
+    /// handed over once it holds [`local::FEED_BATCH_BYTES`].
+    fn buffer(&self) -> Vec<u8>;
+    fn objects(&self, batch: ObjectBatch);
 }

@@ -472,7 +472,9 @@ pub struct SegmentIter {
 }
 
 impl SegmentIter {
-    fn next_entry(&mut self) -> Result<Option<Entry>> {
+    /// The next entry, checked against its CRC. With a `sink`, the data of a PUT (after its
+    /// key) is appended to it instead of being kept in the entry.
+    fn next_entry(&mut self, sink: Option<&mut Vec<u8>>) -> Result<Option<Entry>> {
         let segment = self.segment;
         if self.check_magic {
             self.check_magic = false;
@@ -507,7 +509,9 @@ impl SegmentIter {
         let length = size as usize - HEADER_SIZE;
         let mut key = [0u8; 32];
         let mut data = None;
-        if self.verify {
+        if let (true, true, Some(sink)) = (self.verify, tag == TAG_PUT, sink) {
+            self.read_put_into(&header, &mut key, length, sink, segment, offset)?;
+        } else if self.verify {
             let keep = self.include_data && tag == TAG_PUT;
             // scans without data reuse one buffer
             let mut body = if keep {
@@ -574,14 +578,59 @@ impl SegmentIter {
     }
 }
 
-impl Iterator for SegmentIter {
-    type Item = Result<Entry>;
+impl SegmentIter {
+    /// Read a PUT's key and data (data appended to `sink`) and check its CRC; on any error
+    /// the sink is left as it was.
+    fn read_put_into(
+        &mut self,
+        header: &[u8; HEADER_SIZE],
+        key: &mut ObjectId,
+        length: usize,
+        sink: &mut Vec<u8>,
+        segment: u32,
+        offset: u32,
+    ) -> Result<()> {
+        let start = sink.len();
+        let data_len = length - key.len();
+        sink.resize(start + data_len, 0);
+        let got = read_fully(&mut self.rd, key)? + read_fully(&mut self.rd, &mut sink[start..])?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&header[4..]);
+        h.update(key);
+        h.update(&sink[start..]);
+        let crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let failure = if got != length {
+            Some(format!(
+                "Segment entry data short read [segment {segment}, offset {offset}]: expected {length}, got {got} bytes"
+            ))
+        } else if h.finalize() != crc {
+            Some(format!(
+                "Segment entry checksum mismatch [segment {segment}, offset {offset}]"
+            ))
+        } else {
+            None
+        };
+        match failure {
+            Some(msg) => {
+                sink.truncate(start);
+                Err(integrity(msg))
+            }
+            None => Ok(()),
+        }
+    }
 
-    fn next(&mut self) -> Option<Result<Entry>> {
+    /// Like `next`, but a PUT's data goes to the end of `sink` (the entry's `data` stays
+    /// None): several objects read into one buffer, as `check --verify-data` batches them.
+    pub fn next_into(&mut self, sink: &mut Vec<u8>) -> Option<Result<Entry>> {
         if self.done {
             return None;
         }
-        match self.next_entry() {
+        let next = self.next_entry(Some(sink));
+        self.finish_step(next)
+    }
+
+    fn finish_step(&mut self, next: Result<Option<Entry>>) -> Option<Result<Entry>> {
+        match next {
             Ok(Some(e)) => Some(Ok(e)),
             Ok(None) => {
                 self.done = true;
@@ -592,6 +641,18 @@ impl Iterator for SegmentIter {
                 Some(Err(e))
             }
         }
+    }
+}
+
+impl Iterator for SegmentIter {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_entry(None);
+        self.finish_step(next)
     }
 }
 
@@ -854,6 +915,44 @@ mod tests {
         let d = delete_entry(&[0u8; 32]);
         assert_eq!(d.len(), 41);
         assert_eq!(crc32fast::hash(&d[4..]).to_le_bytes(), d[..4]);
+    }
+
+    #[test]
+    fn objects_are_read_side_by_side_into_a_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("data")).unwrap();
+        let store = SegmentStore::new(dir.path(), 10);
+        let mut w = SegmentWriter::new(0, 1 << 20);
+        w.write_put(&store, &[1u8; 32], b"hello", false).unwrap();
+        w.write_delete(&store, &[9u8; 32], false).unwrap();
+        w.write_put(&store, &[2u8; 32], b"world!", false).unwrap();
+        w.write_commit(&store, false).unwrap();
+        let mut sink = b"xx".to_vec();
+        let mut it = store.iter_objects(0, false).unwrap();
+        let mut tags = Vec::new();
+        while let Some(e) = it.next_into(&mut sink) {
+            let e = e.unwrap();
+            assert!(e.data.is_none());
+            tags.push((e.tag, e.key[0]));
+        }
+        // (the commit tag went into a segment of its own)
+        assert_eq!(tags, [(TAG_PUT, 1), (TAG_DELETE, 9), (TAG_PUT, 2)]);
+        assert_eq!(sink, b"xxhelloworld!");
+
+        // a damaged entry: error, and the sink keeps only what was intact
+        let path = store.segment_filename(0);
+        let mut bytes = fs::read(&path).unwrap();
+        let second_put = 8 + (9 + 32 + 5) + (9 + 32);
+        bytes[second_put + 9 + 32] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        let mut sink = Vec::new();
+        let mut it = store.iter_objects(0, false).unwrap();
+        assert!(it.next_into(&mut sink).unwrap().is_ok());
+        assert!(it.next_into(&mut sink).unwrap().is_ok());
+        let e = it.next_into(&mut sink).unwrap().unwrap_err();
+        assert!(e.message.contains("Segment entry checksum mismatch"), "{e}");
+        assert_eq!(sink, b"hello");
+        assert!(it.next_into(&mut sink).is_none());
     }
 
     #[test]
