@@ -467,10 +467,11 @@ pub struct ConfigArgs {
     #[arg(value_name = "REPOSITORY")]
     pub location: Option<String>,
     /// name of config key
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", allow_negative_numbers = true)]
     pub name: Option<String>,
     /// new value for key
-    #[arg(value_name = "VALUE")]
+    // argparse takes `-5` as a positional value (the parser has no numeric options)
+    #[arg(value_name = "VALUE", allow_negative_numbers = true)]
     pub value: Option<String>,
     #[command(flatten)]
     pub level_common: CommonArgs,

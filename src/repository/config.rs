@@ -173,8 +173,24 @@ impl Ini {
     /// Value of `key` in `section` (falling back to `[DEFAULT]`), keys case-insensitive.
     pub fn get(&self, section: &str, key: &str) -> Option<&str> {
         let key = key.to_lowercase();
+        if section == DEFAULT_SECTION {
+            return self.defaults.get(&key);
+        }
         let s = self.sections.iter().find(|s| s.name == section)?;
         s.get(&key).or_else(|| self.defaults.get(&key))
+    }
+
+    /// Option names of a section including the `[DEFAULT]` ones (configparser's `options`);
+    /// `None` if there is no such section.
+    pub fn options(&self, section: &str) -> Option<Vec<&str>> {
+        let s = self.sections.iter().find(|s| s.name == section)?;
+        let mut names: Vec<&str> = s.options.iter().map(|(k, _)| k.as_str()).collect();
+        for (k, _) in &self.defaults.options {
+            if !names.contains(&k.as_str()) {
+                names.push(k);
+            }
+        }
+        Some(names)
     }
 
     /// Set a value (adds the section if needed).
@@ -347,8 +363,12 @@ mod tests {
         assert!(Ini::parse("[s]\nnovalue\n").is_err());
         assert!(Ini::parse("[s]\na=1\na=2\n").is_err());
         assert!(Ini::parse("[s]\n[s]\n").is_err());
-        let d = Ini::parse("[DEFAULT]\nz = 9\n[s]\n").unwrap();
+        let d = Ini::parse("[DEFAULT]\nz = 9\n[s]\ny = 1\n").unwrap();
         assert_eq!(d.get("s", "z"), Some("9"));
+        assert_eq!(d.get("DEFAULT", "z"), Some("9"));
+        assert_eq!(d.get("DEFAULT", "y"), None);
+        assert_eq!(d.options("s"), Some(vec!["y", "z"]));
+        assert_eq!(d.options("t"), None);
         let mut w = Ini::new();
         w.set("repository", "key", "a\nb");
         w.set("repository", "id", "x");

@@ -659,6 +659,14 @@ impl LocalRepository {
         self.config_guard().clone()
     }
 
+    /// Replace the config and save it (borg's `save_config`; `borg config` edits).
+    pub fn replace_config(&self, config: Ini) -> Result<()> {
+        let mut current = self.config_guard();
+        save_config(&self.path, &config, self.do_lock)?;
+        *current = config;
+        Ok(())
+    }
+
     fn config_guard(&self) -> MutexGuard<'_, Ini> {
         self.config.lock().unwrap_or_else(|e| e.into_inner())
     }

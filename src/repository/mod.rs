@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::errors::{Error, Result};
 
 pub mod config;
+pub mod config_edit;
 pub mod integrity;
 pub mod local;
 pub mod lock;
