@@ -136,6 +136,16 @@ impl Checker {
             }
             None => ids,
         };
+        let pi = Mutex::new(output::ProgressPercent::new(
+            ids.len() as u64,
+            0.01,
+            "Verifying data %6.2f%%",
+            "check.verify_data",
+        ));
+        if suspects.is_some() {
+            // the objects were verified while the repository check read them
+            lock(&pi).show(Some(ids.len().saturating_sub(1) as u64), None);
+        }
         let next = AtomicUsize::new(0);
         let failures: Mutex<Vec<(ObjectId, String)>> = Mutex::new(Vec::new());
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -146,6 +156,9 @@ impl Checker {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(id) = to_read.get(i) else { break };
+                        if suspects.is_none() {
+                            lock(&pi).show(None, None);
+                        }
                         let id_hex = hex::encode(id);
                         let failure = match repo.get(id) {
                             Err(e) => Some(format!("chunk {id_hex}: {e}")),
@@ -166,6 +179,7 @@ impl Checker {
                 });
             }
         });
+        lock(&pi).finish();
         let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
         failures.sort();
         for (_, line) in &failures {

@@ -1439,7 +1439,14 @@ impl LocalRepository {
             ),
         );
         let todo: Vec<(u32, u64)> = h.compact.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut pi = output::ProgressPercent::new(
+            todo.len() as u64,
+            1.0,
+            "Compacting segments %3.0f%%",
+            "repository.compact_segments",
+        );
         for (segment, freeable) in todo {
+            pi.show(None, None);
             if !io.segment_exists(segment) {
                 log(
                     Level::Warning,
@@ -1516,6 +1523,7 @@ impl LocalRepository {
             }
             unused.push(segment);
         }
+        pi.finish();
         let t = complete_xfer(writer, h, &mut unused, false)?;
         io.clear_empty_dirs()?;
         let freed = quota_before as i64 - h.storage_quota_use as i64;

@@ -149,9 +149,16 @@ impl LocalRepository {
         };
         let started = Instant::now();
         let mut feed = observer.map(Feed::new);
+        let mut pi = output::ProgressPercent::new(
+            segment_list.len() as u64,
+            0.1,
+            "Checking segments %3.1f%%",
+            "repository.check",
+        );
         let mut segment: i64 = -1;
         let mut interrupted = false;
-        for (seg, filename) in &segment_list {
+        for (i, (seg, filename)) in segment_list.iter().enumerate() {
+            pi.show(Some(i as u64), None);
             segment = *seg as i64;
             if segment <= last_segment_checked || *seg > transaction_id {
                 continue;
@@ -187,6 +194,7 @@ impl LocalRepository {
                 break;
             }
         }
+        pi.finish();
         if let Some(feed) = feed {
             feed.flush();
         }
