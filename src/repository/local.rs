@@ -891,10 +891,14 @@ impl LocalRepository {
         self.rebuild_index(st, from, seg_t)
     }
 
-    /// A committed index that cannot be read is removed and rebuilt from the segments; with
-    /// the exclusive lock, the recovery is committed (a commit-only segment `t + 1`), as
-    /// borg's `open_index` does.
+    /// A committed index that cannot be read is rebuilt from the segments. Holding the
+    /// exclusive lock, the damaged file is removed and the recovery committed (a commit-only
+    /// segment `t + 1`), as borg's `open_index` does; otherwise (readers, `--bypass-lock`)
+    /// nothing is committed.
     fn recover_index(&self, st: &mut State, t: u32) -> Result<()> {
+        if !(self.do_lock && self.got_exclusive_lock()) {
+            return self.rebuild_index(st, None, t);
+        }
         let path = self.path.join(format!("index.{t}"));
         if let Err(e) = fs::remove_file(&path) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -902,9 +906,6 @@ impl LocalRepository {
             }
         }
         self.rebuild_index(st, None, t)?;
-        if !self.got_exclusive_lock() {
-            return Ok(());
-        }
         self.commit_locked(st, false, 0.0, false)
     }
 
