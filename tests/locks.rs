@@ -147,3 +147,56 @@ fn with_lock_passes_the_exit_status_and_break_lock_frees_the_repository() {
     let _ = holder.wait();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// SIGKILL a `with-lock` holder and its command, leaving the lock of a dead process behind.
+fn kill_holder(mut holder: Child) {
+    let pid = holder.id().to_string();
+    let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+#[test]
+fn each_tool_removes_the_stale_lock_of_the_other() {
+    let test = "each_tool_removes_the_stale_lock_of_the_other";
+    if !borg_or_skip(test) {
+        return;
+    }
+    let s = Scratch::new();
+    let env = env_with_base(&s.base());
+    let repo_s = setup(&s, &env);
+    let repo = Path::new(&repo_s);
+    let borg_bin = find_on_path("borg").unwrap();
+
+    // borg died holding the lock (same host, process gone): rborg removes it and goes on
+    kill_holder(hold_lock(&borg_bin, repo, 30, &s.work(), &env));
+    assert!(repo.join("lock.exclusive").exists());
+    let out = rborg(
+        &["create", "--lock-wait", "1", &format!("{repo_s}::a"), "src"],
+        &s.work(),
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Killed stale lock"),
+        "{}",
+        stderr(&out)
+    );
+
+    // and the reverse
+    kill_holder(hold_lock(&rborg_bin(), repo, 30, &s.work(), &env));
+    assert!(repo.join("lock.exclusive").exists());
+    let out = borg(
+        &["create", "--lock-wait", "1", &format!("{repo_s}::b"), "src"],
+        &s.work(),
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Killed stale lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!repo.join("lock.exclusive").exists());
+    ok(borg(&["check", &repo_s], &s.work(), &env));
+}
