@@ -592,8 +592,13 @@ impl SegmentIter {
     ) -> Result<()> {
         let start = sink.len();
         let data_len = length - key.len();
-        sink.resize(start + data_len, 0);
-        let got = read_fully(&mut self.rd, key)? + read_fully(&mut self.rd, &mut sink[start..])?;
+        sink.reserve(data_len);
+        // read_to_end fills the spare capacity without zeroing it first
+        let got = read_fully(&mut self.rd, key)?
+            + (&mut self.rd)
+                .take(data_len as u64)
+                .read_to_end(sink)
+                .inspect_err(|_| sink.truncate(start))?;
         let mut h = crc32fast::Hasher::new();
         h.update(&header[4..]);
         h.update(key);
