@@ -514,8 +514,9 @@ fn repairs_of_a_borg_repository_match_borgs() {
     );
 }
 
-/// After a repair, a new backup brings the lost chunk back; the next repair heals the files
-/// (as borg's does), and both rborg and borg can still back up into the repository.
+/// After a repair, a new backup brings the lost chunk back (the client cache must not trust
+/// its pre-repair state); the next repair heals the files as borg's does, and both rborg and
+/// borg can still back up into the repository.
 #[test]
 fn lost_chunks_are_healed_as_borg_heals_them() {
     let test = "lost_chunks_are_healed_as_borg_heals_them";
@@ -526,8 +527,6 @@ fn lost_chunks_are_healed_as_borg_heals_them() {
     let pristine = make_repository(&s, rborg, "pristine");
     let chunk = layout(&s, &pristine, "a").chunks_of("src/f0")[1];
     let ours = Copy::new(&s, &pristine, "healed");
-    delete_object(&s, &ours.repo, &chunk);
-    ok(ours.run(rborg, &s, &["check", "--repair"]));
     let archive = |name: &str| format!("{}::{name}", ours.path());
     let create = |tool: Tool, name: &str| {
         let args = [
@@ -539,7 +538,12 @@ fn lost_chunks_are_healed_as_borg_heals_them() {
         ];
         ok(tool(&args, &s.work(), &ours.env))
     };
-    create(rborg, "c");
+    // a client cache in sync with the repository, counting the chunk about to be lost
+    create(rborg, "before");
+    delete_object(&s, &ours.repo, &chunk);
+    ok(ours.run(rborg, &s, &["check", "--repair"]));
+    // the repair changed the manifest: the cache resyncs and the lost chunk is stored again
+    create(rborg, "after");
 
     let theirs = Copy::new(&s, &ours.repo, "healed-by-borg");
     let heal = same_outcome(

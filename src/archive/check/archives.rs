@@ -18,6 +18,7 @@ use crate::archive::prefetch::{prefetch, DEFAULT_BUDGET};
 use crate::archive::{display_bytes, ArchiveInfo, ArchiveMeta, Manifest};
 use crate::errors::{Error, Result};
 use crate::msgpack::{self, ValueExt};
+use crate::output::ProgressPercent;
 use crate::repository::{ObjectId, MANIFEST_ID};
 
 /// Keys every item has.
@@ -146,7 +147,14 @@ impl Checker {
         };
         let item_keys = known_item_keys(manifest);
         let n = infos.len();
+        let mut progress = ProgressPercent::new(
+            n as u64,
+            0.1,
+            "Checking archives %3.1f%%",
+            "check.rebuild_refcounts",
+        );
         for (i, info) in infos.iter().enumerate() {
+            progress.show(Some(i as u64), None);
             log_info(&format!(
                 "Analyzing archive {} ({}/{n})",
                 info.name_lossy(),
@@ -164,6 +172,7 @@ impl Checker {
                 }
             }
         }
+        progress.finish();
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use crate::archive::manifest::parse_timestamp;
 use crate::archive::Manifest;
 use crate::errors::Result;
 use crate::msgpack::{self, ValueExt};
+use crate::output::ProgressPercent;
 use crate::repository::ObjectId;
 
 /// Keys an archive metadata map may have; its first key must be one of them.
@@ -82,6 +83,12 @@ impl Checker {
         let mut manifest = Manifest::empty();
         let keys_serialized = serialized_keys(ARCHIVE_KEYS.iter().map(|k| k.as_bytes()));
         let ids: Vec<ObjectId> = self.chunks.iter().map(|(id, _)| id).collect();
+        let mut progress = ProgressPercent::new(
+            ids.len() as u64,
+            0.01,
+            "Rebuilding manifest %6.2f%%",
+            "check.rebuild_manifest",
+        );
         for batch in ids.chunks(BATCH) {
             let stored = self.repo.get_many(batch)?;
             let key = &self.key;
@@ -94,6 +101,7 @@ impl Checker {
                 })
                 .collect();
             for (id, found) in batch.iter().zip(decrypted) {
+                progress.show(None, None);
                 match found {
                     Err(e) => {
                         self.error(&format!("Skipping corrupted chunk: {}", integrity_text(&e)))
@@ -103,6 +111,7 @@ impl Checker {
                 }
             }
         }
+        progress.finish();
         log_info("Manifest rebuild complete.");
         Ok(manifest)
     }
