@@ -15,6 +15,8 @@ mod archives;
 mod defects;
 mod rebuild;
 mod robust;
+#[cfg(test)]
+mod scenarios;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
