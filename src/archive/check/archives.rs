@@ -257,7 +257,7 @@ impl Checker {
             self.mark_as_possibly_superseded(previous);
         }
         if items == meta.items {
-            // stored anew it would be the same object
+            // kept as stored: borg 1.2.4 packs an unchanged archive to the same bytes again
             self.add_existing_reference(&id);
             return Ok(Some(id));
         }
