@@ -38,7 +38,16 @@ impl ItemBuffer {
         item: &Item,
         store: &mut dyn FnMut(&[u8]) -> Result<[u8; 32]>,
     ) -> Result<()> {
-        msgpack::pack_into(&mut self.buffer, &item.to_value());
+        self.add_value(&item.to_value(), store)
+    }
+
+    /// Append an item given as its msgpack map (keys this crate does not model are kept).
+    pub fn add_value(
+        &mut self,
+        item: &rmpv::Value,
+        store: &mut dyn FnMut(&[u8]) -> Result<[u8; 32]>,
+    ) -> Result<()> {
+        msgpack::pack_into(&mut self.buffer, item);
         if self.buffer.len() > BUFFER_SIZE {
             self.flush(false, store)?;
         }

@@ -1,12 +1,12 @@
 //! `borg check`: the repository phase (segments, CRCs, index; `--repair`, `--max-duration`)
-//! and the archives phase (manifest, archives, items, chunks, orphans, `--verify-data`;
-//! its repair is still to come).
+//! and the archives phase (manifest, archives, items, chunks, orphans, `--verify-data`,
+//! `--repair`).
 
 use std::sync::Arc;
 
 use rborg::archive::check::{check_archives, check_repository_verifying, ArchiveCheckOptions};
-use rborg::archive::{ArchiveInfo, Manifest, Operation};
-use rborg::crypto::open_key;
+use rborg::archive::Manifest;
+use rborg::crypto::{open_key, Key, KeyType};
 use rborg::errors::{self, Error, ErrorKind, Result, EXIT_WARNING};
 use rborg::output::{self, Question};
 
@@ -48,44 +48,27 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     if args.repo_only {
         return Ok(());
     }
-    if args.repair {
-        return Err(Error::generic(
-            "check --repair of the archives is not implemented yet (use --repository-only)",
-        ));
-    }
-    let stored = match Manifest::fetch(repo.as_ref()) {
-        Ok(stored) => stored,
-        Err(e) if e.is(ErrorKind::NoManifestError) => {
-            output::info("Starting archive consistency check...");
-            output::error("Repository manifest not found!");
-            output::error("Archive consistency check complete, problems found.");
-            errors::set_exit_code(EXIT_WARNING);
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let key = match early_key {
-        Some(key) => key,
-        None => Arc::new(open_key(repo.as_ref(), &stored)?),
-    };
-    let selected = selected_archives(args, &location, repo.as_ref(), &key)?;
+    let filter = archive_filter(&args.filter, true)?;
     let opts = ArchiveCheckOptions {
         verify_data: args.verify_data,
         verified_suspects,
-        selected,
+        repair: args.repair,
+        archive: location.archive.as_ref().map(|a| a.as_bytes().to_vec()),
+        filter,
     };
-    if !check_archives(repo, key, &opts)? {
+    // the key the one-pass verification opened already (no second passphrase prompt)
+    let open = |stored: &[u8]| match &early_key {
+        Some(key) => Ok(Key::clone(key)),
+        None => open_key(repo.as_ref(), stored),
+    };
+    if !check_archives(repo.clone(), &open, &opts)? {
         errors::set_exit_code(EXIT_WARNING);
     }
     Ok(())
 }
 
 /// The key, the repository check's result and the objects that failed authentication.
-type EarlyVerification = (
-    Arc<rborg::crypto::Key>,
-    bool,
-    Vec<rborg::repository::ObjectId>,
-);
+type EarlyVerification = (Arc<Key>, bool, Vec<rborg::repository::ObjectId>);
 
 /// With `--verify-data`, the repository check authenticates every object as it reads it (one
 /// pass over the segments instead of borg's two). That needs the key first, unlike borg, which
@@ -101,42 +84,13 @@ fn verify_while_checking(
     let Ok(stored) = Manifest::fetch(repo) else {
         return Ok(None);
     };
+    if KeyType::of_object(&stored).is_err() {
+        // a damaged manifest: the archives phase finds the key in another object
+        return Ok(None);
+    }
     let key = Arc::new(open_key(repo, &stored)?);
     Ok(check_repository_verifying(repo, &key, args.repair)?
         .map(|(ok, suspects)| (key, ok, suspects)))
-}
-
-/// The archives an ARCHIVE argument or filters choose (None: all, orphans checked too).
-fn selected_archives(
-    args: &CheckArgs,
-    location: &rborg::location::Location,
-    repo: &dyn rborg::repository::Repository,
-    key: &rborg::crypto::Key,
-) -> Result<Option<Vec<ArchiveInfo>>> {
-    if location.archive.is_none() && !args.filter.any() {
-        return Ok(None);
-    }
-    // An unreadable manifest is reported by the check itself.
-    let Ok(manifest) = Manifest::load(repo, key, &[Operation::Check]) else {
-        return Ok(None);
-    };
-    if let Some(name) = &location.archive {
-        return Ok(Some(
-            manifest
-                .lookup(name.as_bytes())
-                .cloned()
-                .into_iter()
-                .collect(),
-        ));
-    }
-    let filter = archive_filter(&args.filter, true)?;
-    Ok(Some(
-        filter
-            .apply(&manifest.archives)?
-            .into_iter()
-            .cloned()
-            .collect(),
-    ))
 }
 
 fn confirmed_repair() -> bool {
