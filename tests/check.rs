@@ -1,5 +1,7 @@
-//! `rborg check --repository-only` against real borg: the same report and exit code on a
-//! clean repository and on a damaged segment, and a repair borg then accepts.
+//! `rborg check` against real borg: the same report and exit code on a clean repository and
+//! on each kind of damage (segments, index, hints, integrity file, missing objects, forged
+//! objects only `--verify-data` finds), the same `--repair` report, and repairs borg accepts.
+//! Archive-level repair cases are in `tests/check_repair.rs`.
 
 mod common;
 
@@ -297,6 +299,25 @@ fn damaged_repositories_are_reported_as_borg_reports_them() {
             normal(stderr(&a), ours_s),
             normal(stderr(&b), theirs_s),
             "{what}"
+        );
+
+        // the repair reports as borg's, and borg then finds both repositories alike
+        let yes = with_var(&env, "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "YES");
+        let a = rborg(&["check", "-v", "--repair", ours_s], &s.work(), &yes);
+        let b = borg(&["check", "-v", "--repair", theirs_s], &s.work(), &yes);
+        assert_eq!(a.status.code(), b.status.code(), "{what}: {}", stderr(&a));
+        assert_eq!(
+            normal(stderr(&a), ours_s),
+            normal(stderr(&b), theirs_s),
+            "{what} --repair"
+        );
+        let a = borg(&["check", "-v", "--verify-data", ours_s], &s.work(), &env);
+        let b = borg(&["check", "-v", "--verify-data", theirs_s], &s.work(), &env);
+        assert_eq!(a.status.code(), b.status.code(), "{what}: {}", stderr(&a));
+        assert_eq!(
+            normal(stderr(&a), ours_s),
+            normal(stderr(&b), theirs_s),
+            "{what}: borg's check after the repairs"
         );
     }
 }
