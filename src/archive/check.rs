@@ -157,6 +157,19 @@ fn all_object_ids(repo: &dyn Repository) -> Result<Vec<ObjectId>> {
     }
 }
 
+/// Every current object in the order of the segments (borg's `scan`); None if the repository
+/// cannot list them so.
+fn ids_in_disk_order(repo: &dyn Repository) -> Option<Vec<ObjectId>> {
+    let mut ids = Vec::new();
+    loop {
+        let page = repo.scan(10_000, ids.last()).ok()?;
+        if page.is_empty() {
+            return Some(ids);
+        }
+        ids.extend(page);
+    }
+}
+
 /// Every object with no references yet, in a table sized as borg sizes it (10 % headroom for
 /// the objects a repair adds), so iterating it visits objects in borg's order.
 fn init_chunks(ids: &[ObjectId]) -> ChunkIndex {
@@ -222,6 +235,7 @@ impl Checker {
     ) -> Result<()> {
         output::info("Starting cryptographic data integrity verification...");
         let current: Vec<ObjectId>;
+        let on_disk: Vec<ObjectId>;
         let to_read = match suspects {
             // a suspect may be a superseded or deleted copy: only current objects count
             Some(suspects) => {
@@ -232,7 +246,14 @@ impl Checker {
                     .collect();
                 &current[..]
             }
-            None => ids,
+            // in on-disk order where the repository can tell it (sequential reads, as borg)
+            None => match ids_in_disk_order(repo.as_ref()) {
+                Some(order) if order.len() == ids.len() => {
+                    on_disk = order;
+                    &on_disk[..]
+                }
+                _ => ids,
+            },
         };
         let pi = Mutex::new(output::ProgressPercent::new(
             ids.len() as u64,
