@@ -558,19 +558,21 @@ pub fn legacy_passphrase_material(repo_id: &ObjectId, passphrase: &str) -> KeyMa
     }
 }
 
-/// Whether `material` (legacy passphrase key) decrypts the stored manifest, which must carry
-/// the legacy type byte 0x01.
-fn legacy_key_fits(material: &KeyMaterial, manifest_stored: &[u8]) -> bool {
+/// Whether `material` (legacy passphrase key) decrypts the stored manifest. Only the
+/// legacy type byte 0x01 counts as a wrong passphrase (`Ok(false)`); borg 1.2.4 does not
+/// catch the MAC failure of a 0x01 manifest, so a wrong passphrase there is an error.
+fn legacy_key_fits(material: &KeyMaterial, manifest_stored: &[u8]) -> Result<bool> {
     if manifest_stored.first() != Some(&KeyType::Passphrase.byte()) {
-        return false;
+        return Ok(false);
     }
-    Key::from_material(KeyType::RepoKey, material.clone(), KeySource::Nowhere)
-        .and_then(|k| k.decrypt(None, manifest_stored))
-        .is_ok()
+    let key = Key::from_material(KeyType::RepoKey, material.clone(), KeySource::Nowhere)?;
+    key.decrypt(None, manifest_stored)?;
+    Ok(true)
 }
 
 /// `borg key migrate-to-repokey`: unlock the legacy passphrase key (the passphrase from the
-/// environment or a prompt; two tries, as borg), then save the same secrets as a repokey
+/// environment or a prompt; another manifest type is retried twice, then
+/// `PasswordRetriesExceeded`, as borg), then save the same secrets as a repokey
 /// protected by a new passphrase.
 pub fn migrate_to_repokey(
     repo: &dyn Repository,
@@ -586,7 +588,7 @@ pub fn migrate_to_repokey(
     let mut found = None;
     for _ in 0..2 {
         let material = legacy_passphrase_material(&repo_id, &passphrase);
-        if legacy_key_fits(&material, manifest_stored) {
+        if legacy_key_fits(&material, manifest_stored)? {
             found = Some(material);
             break;
         }
@@ -872,9 +874,14 @@ mod tests {
             key: Default::default(),
             manifest: manifest.clone(),
         };
-        // Wrong env passphrase, then two prompts: the second prompt's answer is never tried.
-        let env = FakeEnv::with_vars(&[("BORG_PASSPHRASE", "bad"), ("BORG_NEW_PASSPHRASE", "n")])
-            .answering(&["bad2", "old"]);
+        // Wrong passphrase: the MAC failure ends it at once (borg 1.2.4 does not retry).
+        let env = FakeEnv::with_vars(&[("BORG_PASSPHRASE", "bad")]).answering(&["old"]);
+        let e = migrate_to_repokey(&repo, &manifest, &env).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::IntegrityError);
+        assert!(env.prompts.borrow().is_empty());
+        // Another manifest type: env passphrase, then two prompts, the second answer unused.
+        manifest[0] = KeyType::RepoKey.byte();
+        let env = FakeEnv::with_vars(&[("BORG_PASSPHRASE", "old")]).answering(&["old", "old"]);
         let e = migrate_to_repokey(&repo, &manifest, &env).unwrap_err();
         assert_eq!(e.kind, ErrorKind::PasswordRetriesExceeded);
         assert_eq!(
@@ -884,18 +891,13 @@ mod tests {
                 "Enter passphrase for /srv/repo: "
             ]
         );
-        let env = FakeEnv::with_vars(&[("BORG_PASSPHRASE", "bad"), ("BORG_NEW_PASSPHRASE", "n")])
-            .answering(&["old"]);
+        manifest[0] = KeyType::Passphrase.byte();
+        let env = FakeEnv::with_vars(&[("BORG_NEW_PASSPHRASE", "n")]).answering(&["old"]);
         migrate_to_repokey(&repo, &manifest, &env).unwrap();
         let m = crate::crypto::decrypt_key_blob(&repo.load_key().unwrap(), "n")
             .unwrap()
             .unwrap();
         material.tam_required = Some(true);
         assert_eq!(m, material);
-        // A modern manifest never fits a legacy key.
-        manifest[0] = KeyType::RepoKey.byte();
-        let env = FakeEnv::with_vars(&[("BORG_PASSPHRASE", "old")]).answering(&["old", "old"]);
-        let e = migrate_to_repokey(&repo, &manifest, &env).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::PasswordRetriesExceeded);
     }
 }
