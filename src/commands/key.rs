@@ -120,7 +120,8 @@ fn import(ctx: &Context, args: &KeyImportArgs) -> Result<()> {
     let (location, repo, storage) = open_for_key_management(ctx, args.location.as_deref())?;
     let key_file_name = location.key_file_name();
     if args.paper {
-        if args.path.is_some() {
+        // borg tests the path for truth: an empty PATH counts as none
+        if args.path.as_ref().is_some_and(|p| !p.is_empty()) {
             return Err(Error::command(
                 "with --paper import from file is not supported",
             ));
@@ -131,7 +132,7 @@ fn import(ctx: &Context, args: &KeyImportArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let Some(path) = args.path.as_deref() else {
+    let Some(path) = args.path.as_deref().filter(|p| !p.is_empty()) else {
         return Err(Error::command("expected input file to import key from"));
     };
     let content = if path == "-" {
