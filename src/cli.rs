@@ -1025,7 +1025,7 @@ pub struct KeyExportArgs {
     #[arg(value_name = "REPOSITORY")]
     pub location: Option<String>,
     /// where to store the backup
-    #[arg(value_name = "PATH", value_parser = non_empty_path())]
+    #[arg(value_name = "PATH")]
     pub path: Option<OsString>,
     /// Create an export suitable for printing and later type-in
     #[arg(long)]
@@ -1053,7 +1053,7 @@ pub struct KeyImportArgs {
     #[arg(value_name = "REPOSITORY")]
     pub location: Option<String>,
     /// path to the backup ('-' to read from stdin)
-    #[arg(value_name = "PATH", value_parser = non_empty_path())]
+    #[arg(value_name = "PATH")]
     pub path: Option<OsString>,
     /// interactively import from a backup done with --paper
     #[arg(long)]

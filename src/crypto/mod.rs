@@ -5,6 +5,7 @@ pub mod create;
 pub mod key;
 pub mod keyblob;
 pub mod keyfile;
+pub mod keymanager;
 pub mod keytype;
 pub mod nonces;
 pub mod open;
