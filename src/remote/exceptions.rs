@@ -18,6 +18,16 @@ pub fn class_name(e: &Error) -> String {
     }
 }
 
+/// Python's built-in classes a message may start with.
+const PYTHON_CLASSES: &[&str] = &[
+    "KeyError",
+    "ValueError",
+    "TypeError",
+    "AssertionError",
+    "AttributeError",
+    "OSError",
+];
+
 /// The built-in exception class behind one of the repository's unexpected failures (the
 /// texts are borg's, so is the class each comes with).
 fn python_class(message: &str) -> &'static str {
@@ -69,9 +79,16 @@ pub fn template_args(template: &str, message: &str) -> Option<Vec<String>> {
 pub fn to_remote(e: &Error, sysinfo: &str) -> RemoteException {
     let class = class_name(e);
     if e.kind == ErrorKind::Exception {
-        let line = format!("{class}: {}\n", e.message);
+        // a message that names its Python class already ("KeyError: …")
+        let (class, message) = match e.message.split_once(": ") {
+            Some((named, rest)) if PYTHON_CLASSES.contains(&named) => {
+                (named.to_string(), rest.to_string())
+            }
+            _ => (class, e.message.clone()),
+        };
+        let line = format!("{class}: {message}\n");
         return RemoteException {
-            args: vec![e.message.clone()],
+            args: vec![message],
             full: vec!["Traceback (most recent call last):\n".into(), line.clone()],
             short: vec![line],
             trace: true,
@@ -197,6 +214,8 @@ mod tests {
             "",
         );
         assert_eq!(r.class, "AssertionError");
+        let r = to_remote(&Error::exception("KeyError: 9999"), "");
+        assert_eq!((r.class.as_str(), r.args[0].as_str()), ("KeyError", "9999"));
         let r = to_remote(
             &Error::new(
                 ErrorKind::RepositoryStorageQuotaExceeded,

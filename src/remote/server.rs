@@ -88,6 +88,8 @@ pub struct RepositoryServer {
     repo: Option<LocalRepository>,
     /// The client's version tuple, once it told us.
     pub client_version: Option<Vec<i64>>,
+    /// A repository was opened in this session (a destroyed one counts).
+    opened: bool,
     /// Switch the process's logging to JSON lines on a modern negotiate (off in unit tests:
     /// the logging setup is process-wide).
     pub json_logging: bool,
@@ -207,6 +209,7 @@ impl RepositoryServer {
             opts,
             repo: None,
             client_version: None,
+            opened: false,
             json_logging: true,
         }
     }
@@ -244,7 +247,7 @@ impl RepositoryServer {
                 }
             }
         }
-        if self.repo.is_none() {
+        if !self.opened {
             // borg writes this to stdout (a bug of its own); the client is gone anyway
             let _ = output.write_all(
                 format!(
@@ -503,6 +506,7 @@ impl RepositoryServer {
         let repo = LocalRepository::open_with(&path, &opts)?;
         let id = repo.id();
         self.repo = Some(repo);
+        self.opened = true;
         Ok(id)
     }
 }
