@@ -305,6 +305,16 @@ fn serve_restrictions_under_forced_commands() {
     assert!(config.contains("storage_quota = 0"), "{config}");
     let o = run(&["list", "ssh://h/./allowed/repo"], &forced(&to_repo));
     expect_rc(&o, 2, "other repository");
+    // the client's log level does reach a forced server
+    let o = expect_ok(
+        run(&["check", "--info", "ssh://h/./only"], &forced(&to_repo)),
+        "check --info under a forced command",
+    );
+    assert!(
+        stderr(&o).contains("Remote: Starting repository check"),
+        "{}",
+        stderr(&o)
+    );
 
     // append-only: archives can be deleted, compaction is a no-op, the repository stays
     let append = format!("{serve} serve --append-only");
@@ -390,4 +400,33 @@ fn async_quota_error_rolls_back() {
     );
     let o = expect_ok(r.run(&rb, &["list", "ssh://h/./q"], &[]), "list after");
     assert_eq!(stdout(&o), "");
+    // the server's own --storage-quota overrides the repository's (here: none)
+    expect_ok(
+        r.run(&rb, &["init", "-e", "none", "ssh://h/./q2"], &[]),
+        "init without quota",
+    );
+    let forced = format!("{} serve --storage-quota 10M", rborg_path());
+    let o = r.run(
+        &rb,
+        &["create", "ssh://h/./q2::x", "src"],
+        &[("FAKE_SSH_FORCED_COMMAND", &forced)],
+    );
+    expect_rc(&o, 2, "create over the server's quota");
+    // without it, and with a small upload buffer and a rate limit, the same backup works
+    expect_ok(
+        r.run(
+            &rb,
+            &[
+                "create",
+                "--upload-buffer",
+                "1",
+                "--upload-ratelimit",
+                "200000",
+                "ssh://h/./q2::x",
+                "src",
+            ],
+            &[],
+        ),
+        "create with upload limits",
+    );
 }
