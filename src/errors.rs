@@ -88,6 +88,9 @@ error_kinds! {
     UnexpectedRPCDataFormatFromClient => ("UnexpectedRPCDataFormatFromClient", 85, false, "Borg {}: Got unexpected RPC data format from client."),
     UnexpectedRPCDataFormatFromServer => ("UnexpectedRPCDataFormatFromServer", 86, false, "Got unexpected RPC data format from server:\n{}"),
     ConnectionBrokenWithHint => ("ConnectionBrokenWithHint", 87, false, "Connection to remote host is broken. {}"),
+    // A remote exception the client does not rebuild (borg's RemoteRepository.RPCError): the
+    // message is the remote's short text, or its traceback when that is worth showing.
+    RPCError => ("RemoteRepository.RPCError", 2, false, "{}"),
     IntegrityError => ("IntegrityError", 90, true, "Data integrity error: {}"),
     FileIntegrityError => ("FileIntegrityError", 91, true, "File failed integrity check: {}"),
     DecompressionError => ("DecompressionError", 92, true, "Decompression error: {}"),

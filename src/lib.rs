@@ -18,6 +18,7 @@ pub mod output;
 pub mod paths;
 pub mod patterns;
 pub mod python;
+pub mod remote;
 pub mod repository;
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use serde_json::{json, Map, Value};
 use rborg::archive::{ArchiveFilter, Manifest, Operation};
 use rborg::cache::{CacheConfigInfo, SecurityManager};
 use rborg::crypto::{open_key, Key};
-use rborg::errors::{Error, Result};
+use rborg::errors::Result;
 use rborg::location::{Location, Proto};
 use rborg::output::{self, human};
 use rborg::patterns::{PatternArg, PatternList, PatternMatcher};
+use rborg::remote::{OpenRequest, RemoteOptions, RemoteRepository};
 use rborg::repository::local::LocalRepository;
 use rborg::repository::Repository;
 
@@ -73,9 +74,62 @@ pub fn open_repository_locking(
             )?;
             Ok(Arc::new(repo))
         }
-        Proto::Ssh => Err(Error::generic(
-            "remote repositories (ssh://) are not supported yet",
-        )),
+        Proto::Ssh => {
+            let request = OpenRequest {
+                lock_wait: ctx.common.lock_wait,
+                lock,
+                exclusive,
+                ..OpenRequest::default()
+            };
+            let repo = RemoteRepository::open(location, &remote_options(ctx, None), &request)?;
+            Ok(Arc::new(repo))
+        }
+    }
+}
+
+/// Create a new repository at `location` and open it exclusively (borg init's
+/// `Repository(create=True, exclusive=True)`), locally or through `borg serve`.
+pub fn create_repository(
+    ctx: &Context,
+    location: &Location,
+    append_only: bool,
+    storage_quota: Option<u64>,
+    make_parent_dirs: bool,
+) -> Result<Arc<dyn Repository>> {
+    match location.proto {
+        Proto::Local => Ok(Arc::new(LocalRepository::init(
+            &location.absolute_path(),
+            append_only,
+            storage_quota.unwrap_or(0),
+            make_parent_dirs,
+            ctx.common.lock_wait as f64,
+        )?)),
+        Proto::Ssh => {
+            let request = OpenRequest {
+                create: true,
+                lock_wait: ctx.common.lock_wait,
+                exclusive: true,
+                append_only,
+                make_parent_dirs,
+                ..OpenRequest::default()
+            };
+            let opts = remote_options(ctx, storage_quota);
+            Ok(Arc::new(RemoteRepository::open(location, &opts, &request)?))
+        }
+    }
+}
+
+/// How to reach `borg serve`: the common options that concern it (`--rsh`,
+/// `--remote-path`, log level and repository debug topics, upload limits).
+fn remote_options(ctx: &Context, storage_quota: Option<u64>) -> RemoteOptions {
+    RemoteOptions {
+        rsh: ctx.common.rsh.clone(),
+        remote_path: ctx.common.remote_path.clone(),
+        log_level: Some(ctx.common.log_level),
+        debug_topics: ctx.common.debug_topics.clone(),
+        storage_quota,
+        upload_ratelimit: ctx.common.upload_ratelimit.unwrap_or(0).max(0) as u64,
+        upload_buffer: ctx.common.upload_buffer.unwrap_or(0).max(0) as u64,
     }
 }
 

@@ -10,12 +10,11 @@ use rborg::cache::SecurityManager;
 use rborg::compress::CompressionSpec;
 use rborg::crypto::{create_key, KeyType, RelatedSecrets, SystemEnv};
 use rborg::errors::{Error, Result};
-use rborg::location::{Location, Proto};
+use rborg::location::Location;
 use rborg::output;
-use rborg::repository::local::LocalRepository;
 use rborg::repository::Repository;
 
-use super::common::{parse_location, ArchiveArg};
+use super::common::{create_repository, parse_location, ArchiveArg};
 use super::Context;
 use crate::cli::InitArgs;
 
@@ -37,11 +36,6 @@ For any mode, you should:
 
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<()> {
     let location = parse_location(args.location.as_deref(), ArchiveArg::Forbidden)?;
-    if location.proto == Proto::Ssh {
-        return Err(Error::generic(
-            "remote repositories (ssh://) are not supported yet",
-        ));
-    }
     let key_type = KeyType::from_mode_name(&args.encryption).ok_or_else(|| {
         Error::generic(format!("Invalid encryption mode \"{}\"", args.encryption))
     })?;
@@ -50,13 +44,13 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<()> {
         Some(path) => Some(read_related_secrets(path)?),
         None => None,
     };
-    let repo: Arc<dyn Repository> = Arc::new(LocalRepository::init(
-        &location.absolute_path(),
+    let repo = create_repository(
+        ctx,
+        &location,
         args.append_only,
-        args.storage_quota.unwrap_or(0),
+        args.storage_quota,
         args.make_parent_dirs,
-        ctx.common.lock_wait as f64,
-    )?);
+    )?;
     // borg shows the path as given (canonical_path of a local location is its path).
     output::info(&format!("Initializing repository at \"{}\"", location.path));
     let key = match create_key(

@@ -1,0 +1,432 @@
+//! Remote repositories (remote-protocol.md): rborg's client against real `borg serve`, real
+//! borg's client against `rborg serve`, and rborg against itself, all through a stand-in
+//! for ssh that runs the remote command locally (as sshd would, forced commands included).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// A scratch dir with a source tree, a fake ssh and the environment for remote runs.
+struct Remote {
+    dir: tempfile::TempDir,
+    /// The program the client runs on the "server" (`borg` or our binary).
+    server: String,
+}
+
+impl Remote {
+    fn new(server: &str) -> Remote {
+        let dir = tempfile::Builder::new()
+            .prefix("rborg-remote")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src/sub")).unwrap();
+        std::fs::create_dir_all(root.join("base")).unwrap();
+        // incompressible and large enough for several chunks in flight
+        let mut seed: u32 = 12345;
+        let big: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        std::fs::write(root.join("src/big"), big).unwrap();
+        std::fs::write(root.join("src/sub/small"), b"hello remote\n").unwrap();
+        // ssh options and the host are dropped, the command runs under sh as sshd does;
+        // FAKE_SSH_FORCED_COMMAND acts like an authorized_keys command="…"
+        let fake_ssh = root.join("fake-ssh");
+        std::fs::write(
+            &fake_ssh,
+            "#!/bin/sh\n\
+             while [ $# -gt 0 ]; do case \"$1\" in -p|-i|-o|-l) shift 2;; -*) shift;; *) break;; esac; done\n\
+             shift\n\
+             [ -n \"$FAKE_SSH_REMOTE_CWD\" ] && cd \"$FAKE_SSH_REMOTE_CWD\"\n\
+             if [ -n \"$FAKE_SSH_FORCED_COMMAND\" ]; then\n\
+               SSH_ORIGINAL_COMMAND=\"$*\"; export SSH_ORIGINAL_COMMAND\n\
+               exec sh -c \"$FAKE_SSH_FORCED_COMMAND\"\n\
+             fi\n\
+             exec sh -c \"$*\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake_ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Remote {
+            dir,
+            server: server.to_string(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().canonicalize().unwrap()
+    }
+
+    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let root = self.root().display().to_string();
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), format!("{root}/base")),
+            ("BORG_BASE_DIR".into(), format!("{root}/base")),
+            ("BORG_PASSPHRASE".into(), "secret".into()),
+            ("BORG_SHOW_SYSINFO".into(), "no".into()),
+            ("BORG_EXIT_CODES".into(), "legacy".into()),
+            ("BORG_RSH".into(), format!("{root}/fake-ssh")),
+            ("BORG_REMOTE_PATH".into(), self.server.clone()),
+            ("FAKE_SSH_REMOTE_CWD".into(), root.clone()),
+            ("BORG_DELETE_I_KNOW_WHAT_I_AM_DOING".into(), "YES".into()),
+            ("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING".into(), "YES".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+
+    fn run(&self, client: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        run_in(client, args, &self.root(), &self.env(extra))
+    }
+}
+
+fn rborg_path() -> String {
+    rborg_bin().display().to_string()
+}
+
+fn expect_ok(o: Output, what: &str) -> Output {
+    assert!(
+        o.status.success(),
+        "{what} failed (rc {:?}):\n{}",
+        o.status.code(),
+        stderr(&o)
+    );
+    o
+}
+
+fn expect_rc(o: &Output, rc: i32, what: &str) {
+    assert_eq!(o.status.code(), Some(rc), "{what}:\n{}", stderr(o));
+}
+
+/// init, create ×2, list, info, extract (compared), check, prune, delete, compact, check
+/// with `client` against `r.server`; then real borg checks the repository locally.
+fn full_cycle(r: &Remote, client: &Path, verify_with_borg: bool) {
+    let url = "ssh://fakehost/./repo";
+    let run = |args: &[&str]| r.run(client, args, &[]);
+    expect_ok(run(&["init", "-e", "repokey", url]), "init");
+    expect_ok(run(&["create", &format!("{url}::a1"), "src"]), "create a1");
+    expect_ok(run(&["create", &format!("{url}::a2"), "src"]), "create a2");
+    let list = expect_ok(run(&["list", url]), "list");
+    let names: Vec<String> = stdout(&list)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["a1", "a2"]);
+    let items = expect_ok(run(&["list", "--short", &format!("{url}::a1")]), "list a1");
+    assert!(
+        stdout(&items).contains("src/sub/small"),
+        "{}",
+        stdout(&items)
+    );
+    let info = expect_ok(run(&["info", &format!("{url}::a1")]), "info");
+    assert!(
+        stdout(&info).contains("Archive name: a1"),
+        "{}",
+        stdout(&info)
+    );
+    std::fs::create_dir_all(r.root().join("out")).unwrap();
+    expect_ok(
+        run_in(
+            client,
+            &["extract", &format!("{url}::a1")],
+            &r.root().join("out"),
+            &r.env(&[]),
+        ),
+        "extract",
+    );
+    assert_same_tree(&r.root().join("src"), &r.root().join("out/src"));
+    let check = expect_ok(run(&["check", "--info", url]), "check");
+    assert!(
+        stderr(&check).contains("Remote: Starting repository check"),
+        "{}",
+        stderr(&check)
+    );
+    expect_ok(run(&["prune", "--keep-last", "1", url]), "prune");
+    expect_ok(run(&["create", &format!("{url}::a3"), "src"]), "create a3");
+    expect_ok(run(&["delete", &format!("{url}::a3")]), "delete a3");
+    expect_ok(run(&["compact", url]), "compact");
+    expect_ok(run(&["check", url]), "check after compact");
+    let list = expect_ok(run(&["list", "--short", url]), "list after prune");
+    assert_eq!(stdout(&list).trim(), "a2");
+    if verify_with_borg {
+        expect_ok(
+            borg(&["check", "--verify-data", "repo"], &r.root(), &r.env(&[])),
+            "local borg check --verify-data",
+        );
+    }
+    expect_ok(run(&["delete", url]), "delete repository");
+    assert!(!r.root().join("repo").exists());
+}
+
+#[test]
+fn rborg_client_against_real_borg_serve() {
+    if !borg_or_skip("rborg_client_against_real_borg_serve") {
+        return;
+    }
+    let r = Remote::new("borg");
+    full_cycle(&r, &rborg_bin(), true);
+}
+
+#[test]
+fn real_borg_client_against_rborg_serve() {
+    if !borg_or_skip("real_borg_client_against_rborg_serve") {
+        return;
+    }
+    let r = Remote::new(&rborg_path());
+    full_cycle(&r, Path::new("borg"), true);
+}
+
+#[test]
+fn rborg_client_against_rborg_serve() {
+    let r = Remote::new(&rborg_path());
+    full_cycle(&r, &rborg_bin(), false);
+}
+
+#[test]
+fn errors_cross_the_wire_as_borg_shows_them() {
+    let r = Remote::new(&rborg_path());
+    let rb = rborg_bin();
+    let o = r.run(&rb, &["list", "ssh://fakehost/./nonexistent"], &[]);
+    expect_rc(&o, 2, "list missing repo");
+    assert!(
+        stderr(&o).contains("Repository ssh://fakehost/./nonexistent does not exist."),
+        "{}",
+        stderr(&o)
+    );
+    let o = r.run(
+        &rb,
+        &["list", "ssh://fakehost/./nonexistent"],
+        &[("BORG_EXIT_CODES", "modern")],
+    );
+    expect_rc(&o, 13, "modern rc of DoesNotExist");
+    expect_ok(
+        r.run(&rb, &["init", "-e", "none", "ssh://fakehost/./repo"], &[]),
+        "init",
+    );
+    let o = r.run(&rb, &["init", "-e", "none", "ssh://fakehost/./repo"], &[]);
+    expect_rc(&o, 2, "init twice");
+    assert!(
+        stderr(&o).contains("A repository already exists at ssh://fakehost/./repo."),
+        "{}",
+        stderr(&o)
+    );
+    let o = r.run(
+        &rb,
+        &["list", "ssh://fakehost/./repo"],
+        &[("BORG_REMOTE_PATH", "borg-does-not-exist")],
+    );
+    expect_rc(&o, 2, "no remote borg");
+    let err = stderr(&o);
+    assert!(err.contains("Remote: "), "{err}");
+    assert!(
+        err.contains("Connection closed by remote host. Is borg working on the server?"),
+        "{err}"
+    );
+    let banner = format!("echo hello-banner; {}", rborg_path());
+    let o = r.run(
+        &rb,
+        &["list", "ssh://fakehost/./repo"],
+        &[("BORG_REMOTE_PATH", &banner)],
+    );
+    expect_rc(&o, 2, "banner");
+    assert!(
+        stderr(&o).contains("Got unexpected RPC data format from server:\nhello-banner"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn serve_restrictions_under_forced_commands() {
+    let r = Remote::new(&rborg_path());
+    let rb = rborg_bin();
+    let root = r.root();
+    std::fs::create_dir_all(root.join("allowed")).unwrap();
+    std::fs::create_dir_all(root.join("outside")).unwrap();
+    std::os::unix::fs::symlink(root.join("outside"), root.join("allowed/escape")).unwrap();
+    let serve = rborg_path();
+    let to_path = format!(
+        "{serve} serve --restrict-to-path {}/allowed",
+        root.display()
+    );
+    let forced = |cmd: &str| vec![("FAKE_SSH_FORCED_COMMAND", cmd.to_string())];
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        r.run(&rb, args, &env)
+    };
+    expect_ok(
+        run(
+            &["init", "-e", "none", "ssh://h/./allowed/repo"],
+            &forced(&to_path),
+        ),
+        "init inside the allowed path",
+    );
+    for (path, shown) in [
+        ("ssh://h/./repo", root.join("repo")),
+        ("ssh://h/./allowedX", root.join("allowedX")),
+        ("ssh://h/./allowed/escape/repo", root.join("outside/repo")),
+        ("ssh://h/./allowed/../outside/r", root.join("outside/r")),
+    ] {
+        let o = run(&["init", "-e", "none", path], &forced(&to_path));
+        expect_rc(&o, 2, path);
+        assert!(
+            stderr(&o).contains(&format!("Repository path not allowed: {}", shown.display())),
+            "{path}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!root.join("outside/repo").exists());
+    // the client cannot widen the forced command: its --storage-quota is ignored
+    let to_repo = format!(
+        "{serve} serve --restrict-to-repository {}/only",
+        root.display()
+    );
+    expect_ok(
+        run(
+            &[
+                "init",
+                "-e",
+                "none",
+                "--storage-quota",
+                "20M",
+                "ssh://h/./only",
+            ],
+            &forced(&to_repo),
+        ),
+        "init the one allowed repository",
+    );
+    let config = std::fs::read_to_string(root.join("only/config")).unwrap();
+    assert!(config.contains("storage_quota = 0"), "{config}");
+    let o = run(&["list", "ssh://h/./allowed/repo"], &forced(&to_repo));
+    expect_rc(&o, 2, "other repository");
+    // the client's log level does reach a forced server
+    let o = expect_ok(
+        run(&["check", "--info", "ssh://h/./only"], &forced(&to_repo)),
+        "check --info under a forced command",
+    );
+    assert!(
+        stderr(&o).contains("Remote: Starting repository check"),
+        "{}",
+        stderr(&o)
+    );
+
+    // append-only: archives can be deleted, compaction is a no-op, the repository stays
+    let append = format!("{serve} serve --append-only");
+    let url = "ssh://h/./allowed/repo";
+    expect_ok(
+        run(&["create", &format!("{url}::a1"), "src"], &forced(&append)),
+        "create append-only",
+    );
+    expect_ok(
+        run(&["delete", &format!("{url}::a1")], &forced(&append)),
+        "delete archive append-only",
+    );
+    expect_ok(
+        run(&["compact", url], &forced(&append)),
+        "compact append-only",
+    );
+    let o = run(&["delete", url], &forced(&append));
+    expect_rc(&o, 2, "delete repository append-only");
+    assert!(
+        stderr(&o).contains("is in append-only mode"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["check", "--repair", url], &forced(&append));
+    expect_rc(&o, 2, "check --repair append-only");
+    assert!(root.join("allowed/repo/config").exists());
+    // a real borg client sees the same refusals from our server
+    if borg_or_skip("serve_restrictions_under_forced_commands (borg client part)") {
+        let o = r.run(
+            Path::new("borg"),
+            &["list", "ssh://h/./repo"],
+            &[("FAKE_SSH_FORCED_COMMAND", &to_path)],
+        );
+        expect_rc(&o, 2, "borg client, path not allowed");
+        assert!(
+            stderr(&o).contains("Repository path not allowed"),
+            "{}",
+            stderr(&o)
+        );
+        let o = r.run(
+            Path::new("borg"),
+            &["delete", url],
+            &[("FAKE_SSH_FORCED_COMMAND", &append)],
+        );
+        expect_rc(&o, 2, "borg client, append-only destroy");
+        assert!(stderr(&o).contains("ValueError: "), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn async_quota_error_rolls_back() {
+    let r = Remote::new(&rborg_path());
+    let rb = rborg_bin();
+    expect_ok(
+        r.run(
+            &rb,
+            &[
+                "init",
+                "-e",
+                "none",
+                "--storage-quota",
+                "10M",
+                "ssh://h/./q",
+            ],
+            &[],
+        ),
+        "init with quota",
+    );
+    let config = std::fs::read_to_string(r.root().join("q/config")).unwrap();
+    assert!(config.contains("storage_quota = 10000000"), "{config}");
+    // 4 variants of the 3 MB file (nothing to deduplicate) exceed 10 MB
+    for i in 0..4u8 {
+        let mut data = std::fs::read(r.root().join("src/big")).unwrap();
+        data.iter_mut().for_each(|b| *b ^= i + 1);
+        std::fs::write(r.root().join(format!("src/copy{i}")), data).unwrap();
+    }
+    let o = r.run(&rb, &["create", "ssh://h/./q::x", "src"], &[]);
+    expect_rc(&o, 2, "create over quota");
+    assert!(
+        stderr(&o).contains("The storage quota (10.00 MB) has been exceeded"),
+        "{}",
+        stderr(&o)
+    );
+    let o = expect_ok(r.run(&rb, &["list", "ssh://h/./q"], &[]), "list after");
+    assert_eq!(stdout(&o), "");
+    // the server's own --storage-quota overrides the repository's (here: none)
+    expect_ok(
+        r.run(&rb, &["init", "-e", "none", "ssh://h/./q2"], &[]),
+        "init without quota",
+    );
+    let forced = format!("{} serve --storage-quota 10M", rborg_path());
+    let o = r.run(
+        &rb,
+        &["create", "ssh://h/./q2::x", "src"],
+        &[("FAKE_SSH_FORCED_COMMAND", &forced)],
+    );
+    expect_rc(&o, 2, "create over the server's quota");
+    // without it, and with a small upload buffer and a rate limit, the same backup works
+    expect_ok(
+        r.run(
+            &rb,
+            &[
+                "create",
+                "--upload-buffer",
+                "1",
+                "--upload-ratelimit",
+                "200000",
+                "ssh://h/./q2::x",
+                "src",
+            ],
+            &[],
+        ),
+        "create with upload limits",
+    );
+}
