@@ -233,7 +233,7 @@ impl Checker {
         ids: &[ObjectId],
         suspects: Option<&[ObjectId]>,
     ) -> Result<()> {
-        output::info("Starting cryptographic data integrity verification...");
+        log_info("Starting cryptographic data integrity verification...");
         let current: Vec<ObjectId>;
         let on_disk: Vec<ObjectId>;
         let to_read = match suspects {
@@ -312,9 +312,9 @@ impl Checker {
             failures.len()
         );
         if failures.is_empty() {
-            output::info(&msg);
+            log_info(&msg);
         } else {
-            output::error(&msg);
+            log_error(&msg);
         }
         Ok(())
     }
