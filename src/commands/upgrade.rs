@@ -34,7 +34,7 @@ pub fn run(ctx: &Context, args: &UpgradeArgs) -> Result<()> {
         let opened = open(ctx, args, &[], true)?;
         disable_tam(opened)
     } else {
-        Err(Error::command(
+        Err(Error::generic(
             "Upgrading Attic or borg 0.xx repositories is not supported.",
         ))
     }
