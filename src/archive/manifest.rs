@@ -102,8 +102,20 @@ impl Manifest {
         stored: &[u8],
         ops: &[Operation],
     ) -> Result<Manifest> {
+        Self::decode_with(repo, key, stored, ops, false)
+    }
+
+    /// [`decode`](Self::decode); `force_tam_not_required` accepts a manifest without TAM even
+    /// if the key requires one (borg's `Manifest.load(force_tam_not_required=…)`).
+    pub fn decode_with(
+        repo: &dyn Repository,
+        key: &Key,
+        stored: &[u8],
+        ops: &[Operation],
+        force_tam_not_required: bool,
+    ) -> Result<Manifest> {
         let plain = key.decrypt(None, stored)?;
-        let (map, tam_verified) = key.unpack_and_verify_manifest(&plain, false)?;
+        let (map, tam_verified) = key.unpack_and_verify_manifest(&plain, force_tam_not_required)?;
         let version = map.get("version").and_then(|v| v.as_int());
         if !matches!(version, Some(1) | Some(2)) {
             return Err(Error::integrity("Invalid manifest version"));

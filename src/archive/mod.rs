@@ -12,6 +12,7 @@ pub mod ordered;
 pub mod prefetch;
 pub mod prune;
 pub mod stats;
+pub mod upgrade;
 
 pub use item::{ChunkRef, Item};
 pub use manifest::{ArchiveFilter, ArchiveInfo, Manifest, Operation};

@@ -275,6 +275,9 @@ pub struct Key {
     id_hasher: IdHasher,
     mac: Option<ObjectMac>,
     aes: Option<Aes256>,
+    /// The passphrase the key blob was unlocked with (borg's `key._passphrase`), to store
+    /// the blob again after a change of `tam_required` (`upgrade --tam` / `--disable-tam`).
+    passphrase: Option<String>,
 }
 
 impl fmt::Debug for Key {
@@ -342,6 +345,7 @@ impl Key {
             id_hasher,
             mac,
             aes,
+            passphrase: None,
         })
     }
 
@@ -404,6 +408,15 @@ impl Key {
 
     pub fn tam_required(&self) -> bool {
         self.tam_required
+    }
+
+    /// The passphrase this key was unlocked with, if it came from a protected blob.
+    pub fn passphrase(&self) -> Option<&str> {
+        self.passphrase.as_deref()
+    }
+
+    pub fn set_passphrase(&mut self, passphrase: Option<String>) {
+        self.passphrase = passphrase;
     }
 
     pub fn set_tam_required(&mut self, required: bool) {

@@ -535,6 +535,22 @@ pub fn change_passphrase(
     Ok(repo.location())
 }
 
+/// Store an opened key again, protected by the passphrase it was unlocked with, where it was
+/// loaded from (borg's `key.change_passphrase(key._passphrase)`, used by `upgrade --tam` and
+/// `--disable-tam` after changing `tam_required`). Returns the `Key location:` text.
+pub fn resave_key(repo: &dyn Repository, key: &Key) -> Result<String> {
+    let passphrase = key
+        .passphrase()
+        .ok_or_else(|| Error::generic("the key's passphrase is not known"))?;
+    let blob = key.encrypt_key_blob(passphrase);
+    if let Some(path) = key.keyfile_path() {
+        save_key_file(path, &key.repository_id(), &blob, false)?;
+        return Ok(path.display().to_string());
+    }
+    repo.save_key(blob.as_bytes())?;
+    Ok(repo.location())
+}
+
 /// Iterations of the key derivation of the legacy "passphrase" mode (never changed).
 const LEGACY_PASSPHRASE_ITERATIONS: u32 = 100_000;
 

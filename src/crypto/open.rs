@@ -86,6 +86,7 @@ pub fn open_key_with(
     if matches!(key_type, KeyType::RepoKey | KeyType::RepoKeyBlake2) {
         key.set_logically_encrypted(!passphrase.is_empty());
     }
+    key.set_passphrase(Some(passphrase));
     let manifest_ok = manifest_stored[0] == key_type.byte()
         || (stored_type == KeyType::Passphrase && key_type == KeyType::RepoKey);
     if !manifest_ok {
