@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod create;
+pub mod diff;
 pub mod extract;
 pub mod item;
 pub mod itembuf;
