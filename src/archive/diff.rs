@@ -245,6 +245,9 @@ impl Change {
     }
 }
 
+/// Compares two chunk lists byte by byte (true: same content).
+pub type ContentsEqualFn<'a> = dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool> + 'a;
+
 /// The state of one side of a compared pair, as far as sorting needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SideInfo {
@@ -392,7 +395,7 @@ fn compare_sides(
     s1: &Side,
     s2: &Side,
     opts: &DiffOptions,
-    contents_equal: &mut dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool>,
+    contents_equal: &mut ContentsEqualFn,
 ) -> Result<ItemDiff> {
     let equal = sides_equal(s1, s2, opts, contents_equal)?;
     let mut changes = Vec::new();
@@ -413,7 +416,7 @@ fn compare_sides(
             changes.extend(presence_change(s1, s2, name));
         }
     }
-    if !(s1.deleted || s2.deleted) && !opts.content_only {
+    if !(s1.deleted || s2.deleted || opts.content_only) {
         let (u1, g1) = s1.owner(opts.numeric_ids);
         let (u2, g2) = s2.owner(opts.numeric_ids);
         if (&u1, &g1) != (&u2, &g2) {
@@ -455,7 +458,7 @@ fn sides_equal(
     s1: &Side,
     s2: &Side,
     opts: &DiffOptions,
-    contents_equal: &mut dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool>,
+    contents_equal: &mut ContentsEqualFn,
 ) -> Result<bool> {
     if s1.deleted && s2.deleted {
         return Ok(true);
@@ -573,7 +576,7 @@ struct Walk<'a> {
     /// Pairs of hardlink masters (and of plain files, which may be masters) by path.
     masters: HashMap<Vec<u8>, (Rc<Side>, Rc<Side>)>,
     deferred: Vec<(Rc<Side>, Rc<Side>)>,
-    contents_equal: &'a mut dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool>,
+    contents_equal: &'a mut ContentsEqualFn<'a>,
     emit: &'a mut dyn FnMut(ItemDiff) -> Result<()>,
 }
 
@@ -701,7 +704,7 @@ pub fn compare_item_streams(
     items1: &mut dyn Iterator<Item = Result<Item>>,
     items2: &mut dyn Iterator<Item = Result<Item>>,
     opts: &DiffOptions,
-    contents_equal: &mut dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool>,
+    contents_equal: &mut ContentsEqualFn,
     emit: &mut dyn FnMut(ItemDiff) -> Result<()>,
 ) -> Result<()> {
     let mut walk = Walk {
@@ -911,5 +914,420 @@ pub fn sort_diffs(diffs: &mut [ItemDiff], specs: &[SortSpec]) {
         } else {
             diffs.sort_by_cached_key(|d| sort_key(spec.field, d));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::item::{S_IFDIR, S_IFLNK};
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    fn file(path: &str, chunks: &[(u8, u32)]) -> Item {
+        let chunks: Vec<ChunkRef> = chunks
+            .iter()
+            .map(|&(b, size)| ChunkRef {
+                id: [b; 32],
+                size,
+                csize: size + 40,
+            })
+            .collect();
+        Item {
+            path: path.as_bytes().to_vec(),
+            mode: Some(S_IFREG | 0o644),
+            user: Some(b"root".to_vec()),
+            group: Some(b"root".to_vec()),
+            uid: Some(0),
+            gid: Some(0),
+            mtime: T0,
+            ctime: Some(T0),
+            size: Some(chunks.iter().map(|c| c.size as u64).sum()),
+            chunks: Some(chunks),
+            hardlink_master: Some(false),
+            ..Item::default()
+        }
+    }
+
+    fn of_type(path: &str, kind: u32) -> Item {
+        Item {
+            chunks: None,
+            size: None,
+            mode: Some(kind | 0o755),
+            ..file(path, &[])
+        }
+    }
+
+    fn symlink(path: &str, target: &str) -> Item {
+        Item {
+            source: Some(target.as_bytes().to_vec()),
+            ..of_type(path, S_IFLNK)
+        }
+    }
+
+    /// Diff two item lists; content comparison says "equal" unless `contents_differ`.
+    fn run_with(
+        a: Vec<Item>,
+        b: Vec<Item>,
+        opts: DiffOptions,
+        contents_differ: bool,
+    ) -> Vec<ItemDiff> {
+        let mut out = Vec::new();
+        let mut i1 = a.into_iter().map(Ok);
+        let mut i2 = b.into_iter().map(Ok);
+        let mut contents = |_: &[ChunkRef], _: &[ChunkRef]| Ok(!contents_differ);
+        compare_item_streams(&mut i1, &mut i2, &opts, &mut contents, &mut |d| {
+            out.push(d);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn run(a: Vec<Item>, b: Vec<Item>) -> Vec<ItemDiff> {
+        let opts = DiffOptions {
+            can_compare_chunk_ids: true,
+            ..DiffOptions::default()
+        };
+        run_with(a, b, opts, false)
+    }
+
+    fn lines(diffs: &[ItemDiff]) -> Vec<String> {
+        diffs
+            .iter()
+            .filter(|d| !d.equal)
+            .map(ItemDiff::text_line)
+            .collect()
+    }
+
+    #[test]
+    fn change_strings_match_borg() {
+        let m = Change::Modified {
+            sizes: Some((14, 6)),
+        };
+        assert_eq!(m.text(), "    +14 B      -6 B");
+        let zero = Change::Modified {
+            sizes: Some((0, 0)),
+        };
+        assert_eq!(zero.text(), "      0 B       0 B");
+        let big = Change::Modified {
+            sizes: Some((1_234_567, 0)),
+        };
+        assert_eq!(big.text(), "  +1.2 MB       0 B");
+        assert_eq!(Change::Modified { sizes: None }.text(), "modified");
+        assert_eq!(Change::Added { size: 4 }.text(), "added           4 B");
+        assert_eq!(Change::Removed { size: 4 }.text(), "removed         4 B");
+        let p = Change::Presence {
+            added: false,
+            kind: "directory",
+        };
+        assert_eq!(p.text(), "removed directory");
+        assert_eq!(p.json(), json!({"type": "removed directory"}));
+        let owner = Change::Owner {
+            old_user: OwnerValue::Name(Some(b"root".to_vec())),
+            old_group: OwnerValue::Name(Some(b"root".to_vec())),
+            new_user: OwnerValue::Name(None),
+            new_group: OwnerValue::Name(None),
+        };
+        assert_eq!(owner.text(), "[root:root -> None:None]");
+        assert_eq!(
+            crate::output::dumps_line_sorted(&owner.json()),
+            r#"{"new_group": null, "new_user": null, "old_group": "root", "old_user": "root", "type": "owner"}"#
+        );
+        let mode = Change::Mode {
+            old: S_IFDIR | 0o755,
+            new: S_IFDIR | 0o700,
+        };
+        assert_eq!(mode.text(), "[drwxr-xr-x -> drwx------]");
+        assert_eq!(
+            crate::output::dumps_line_sorted(&m.json()),
+            r#"{"added": 14, "removed": 6, "type": "modified"}"#
+        );
+    }
+
+    #[test]
+    fn time_changes_use_local_text_and_iso_microseconds() {
+        std::env::set_var("TZ", "UTC");
+        let c = Change::Time {
+            attr: TimeAttr::Mtime,
+            old: 1_672_628_645_000_000_000,
+            new: 1_672_628_645_123_456_789,
+        };
+        assert_eq!(
+            c.text(),
+            "[mtime: Mon, 2023-01-02 03:04:05 -> Mon, 2023-01-02 03:04:05]"
+        );
+        assert_eq!(
+            crate::output::dumps_line_sorted(&c.json()),
+            r#"{"new_mtime": "2023-01-02T03:04:05.123457", "old_mtime": "2023-01-02T03:04:05.000000", "type": "mtime"}"#
+        );
+    }
+
+    #[test]
+    fn content_sizes_count_chunks_only_one_side_has() {
+        let a = file("f", &[(1, 10), (2, 20), (2, 20)]);
+        let b = file("f", &[(1, 10), (3, 5)]);
+        let d = run(vec![a], vec![b]);
+        assert_eq!(
+            d[0].changes,
+            vec![Change::Modified {
+                sizes: Some((5, 40))
+            }]
+        );
+        assert!(!d[0].equal);
+    }
+
+    #[test]
+    fn order_is_lockstep_then_added_then_removed() {
+        let a = vec![
+            file("x", &[(1, 1)]),
+            file("gone", &[(2, 2)]),
+            file("y", &[(3, 3)]),
+        ];
+        let b = vec![
+            file("y", &[(5, 4)]),
+            file("x", &[(1, 1)]),
+            file("new", &[(4, 7)]),
+        ];
+        let d = run(a, b);
+        let paths: Vec<&[u8]> = d.iter().map(|d| d.path.as_slice()).collect();
+        // y pairs when it reaches archive 1 (round 3), x when archive 2 gives it (round 2).
+        assert_eq!(paths, [b"x".as_slice(), b"y", b"new", b"gone"]);
+        assert!(d[0].equal);
+        assert_eq!(
+            lines(&d),
+            [
+                "     +4 B      -3 B y",
+                "added           7 B new",
+                "removed         2 B gone"
+            ]
+        );
+    }
+
+    #[test]
+    fn presence_and_metadata_changes() {
+        let mut moved = file("f", &[(1, 1)]);
+        moved.mode = Some(S_IFREG | 0o600);
+        moved.user = Some(b"bob".to_vec());
+        moved.ctime = Some(T0 + 1);
+        let a = vec![
+            of_type("dir", S_IFDIR),
+            symlink("l", "a"),
+            file("f", &[(1, 1)]),
+            of_type("fifo", S_IFIFO),
+        ];
+        let b = vec![
+            of_type("newdir", S_IFDIR),
+            symlink("l", "b"),
+            moved,
+            of_type("dev", S_IFCHR),
+        ];
+        std::env::set_var("TZ", "UTC");
+        assert_eq!(
+            lines(&run(a, b)),
+            [
+                "changed link        l",
+                "      0 B       0 B [root:root -> bob:root] [-rw-r--r-- -> -rw-------] \
+                 [ctime: Tue, 2023-11-14 22:13:20 -> Tue, 2023-11-14 22:13:20] f",
+                "added directory     newdir",
+                "added chrdev        dev",
+                "removed directory   dir",
+                "removed fifo        fifo",
+            ]
+        );
+    }
+
+    #[test]
+    fn content_only_ignores_metadata() {
+        let mut b = file("f", &[(1, 1)]);
+        b.mode = Some(S_IFREG | 0o600);
+        b.mtime += 5;
+        let opts = DiffOptions {
+            can_compare_chunk_ids: true,
+            content_only: true,
+            ..DiffOptions::default()
+        };
+        let d = run_with(vec![file("f", &[(1, 1)])], vec![b], opts, false);
+        assert!(d[0].equal);
+        assert_eq!(
+            d[0].changes,
+            vec![Change::Modified {
+                sizes: Some((0, 0))
+            }]
+        );
+    }
+
+    #[test]
+    fn without_comparable_chunk_ids_contents_decide() {
+        let opts = DiffOptions::default();
+        let a = || vec![file("f", &[(1, 4)]), file("g", &[(2, 4)])];
+        // Same sizes, contents equal: nothing to show.
+        let d = run_with(
+            a(),
+            vec![file("f", &[(7, 4)]), file("g", &[(8, 2), (9, 2)])],
+            opts,
+            false,
+        );
+        assert!(d.iter().all(|d| d.equal));
+        // Same sizes, contents differ.
+        let d = run_with(
+            a(),
+            vec![file("f", &[(7, 4)]), file("g", &[(2, 4)])],
+            opts,
+            true,
+        );
+        assert_eq!(
+            lines(&d),
+            ["modified            f", "modified            g"]
+        );
+        // Sizes differ: no fetching needed.
+        let d = run_with(
+            a(),
+            vec![file("f", &[(7, 5)]), file("g", &[(2, 4)])],
+            opts,
+            false,
+        );
+        assert_eq!(lines(&d), ["modified            f"]);
+    }
+
+    fn hardlinked(path: &str, master: &str) -> Item {
+        Item {
+            chunks: None,
+            size: None,
+            source: Some(master.as_bytes().to_vec()),
+            hardlink_master: None,
+            ..file(path, &[])
+        }
+    }
+
+    #[test]
+    fn hardlink_slaves_compare_their_masters_content() {
+        let master = |c| Item {
+            hardlink_master: Some(true),
+            ..file("m", &[(c, 3)])
+        };
+        let a = vec![master(1), hardlinked("s", "m")];
+        let b = vec![master(2), hardlinked("s", "m")];
+        assert_eq!(
+            lines(&run(a, b)),
+            ["     +3 B      -3 B m", "     +3 B      -3 B s"]
+        );
+        // An added slave of an added master gets the master's size.
+        let d = run(vec![], vec![master(2), hardlinked("s", "m")]);
+        assert_eq!(
+            lines(&d),
+            ["added           3 B m", "added           3 B s"]
+        );
+    }
+
+    #[test]
+    fn slave_before_its_master_is_deferred() {
+        let master = |c| Item {
+            hardlink_master: Some(true),
+            ..file("m", &[(c, 3)])
+        };
+        // Archive 2 lists the slave first: the pair waits until the end.
+        let a = vec![master(1), hardlinked("s", "m")];
+        let b = vec![hardlinked("s", "m"), master(2)];
+        let d = run(a, b);
+        let paths: Vec<&[u8]> = d.iter().map(|d| d.path.as_slice()).collect();
+        assert_eq!(paths, [b"m".as_slice(), b"s"]);
+        assert!(!d[1].equal);
+        // A master that never shows up: the slave is skipped (borg 1.4 warns).
+        let d = run(vec![hardlinked("s", "m")], vec![hardlinked("s", "m")]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn json_line_has_path_b64_for_undecodable_names() {
+        let d = run(vec![], vec![file("caf\u{e9}", &[(1, 2)])]);
+        assert_eq!(
+            crate::output::dumps_line_sorted(&d[0].json()),
+            r#"{"changes": [{"size": 2, "type": "added"}], "path": "caf\u00e9"}"#
+        );
+        let mut raw = file("x", &[(1, 2)]);
+        raw.path = b"caf\xe9".to_vec();
+        let d = run(vec![], vec![raw]);
+        assert_eq!(
+            crate::output::dumps_line_sorted(&d[0].json()),
+            r#"{"changes": [{"size": 2, "type": "added"}], "path": "caf?", "path_b64": "Y2Fm6Q=="}"#
+        );
+        assert_eq!(d[0].text_line(), "added           2 B caf?");
+    }
+
+    fn with_path(path: &[u8], added: u64) -> ItemDiff {
+        ItemDiff {
+            path: path.to_vec(),
+            equal: false,
+            changes: vec![Change::Added { size: added }],
+            old: SideInfo::default(),
+            new: SideInfo::default(),
+        }
+    }
+
+    #[test]
+    fn sorting_is_stable_and_applies_the_last_spec_first() {
+        let mut d = vec![
+            with_path(b"b", 1),
+            with_path(b"a", 2),
+            with_path(b"c", 1),
+            with_path(b"d", 2),
+        ];
+        let specs = SortSpec::parse_list(">size_added, path").unwrap();
+        sort_diffs(&mut d, &specs);
+        let paths: Vec<&[u8]> = d.iter().map(|d| d.path.as_slice()).collect();
+        assert_eq!(paths, [b"a".as_slice(), b"d", b"b", b"c"]);
+        assert!(SortSpec::parse_list("path,bogus").is_none());
+    }
+
+    #[test]
+    fn raw_path_order_is_pythons_surrogate_order() {
+        // U+4E00 (e4 b8 80) sorts before an undecodable 0x80 byte (U+DC80) in Python,
+        // while '?' (borg 1.4's --sort-by path) sorts before both.
+        let mut d = vec![with_path(b"\x80", 0), with_path("\u{4e00}".as_bytes(), 0)];
+        sort_diffs(
+            &mut d,
+            &[SortSpec {
+                field: SortField::PathRaw,
+                descending: false,
+            }],
+        );
+        assert_eq!(d[0].path, "\u{4e00}".as_bytes());
+        sort_diffs(
+            &mut d,
+            &[SortSpec {
+                field: SortField::Path,
+                descending: false,
+            }],
+        );
+        assert_eq!(d[0].path, b"\x80");
+    }
+
+    #[test]
+    fn chunker_params_normalisation() {
+        let old = Value::Array(
+            [19u32, 23, 21, 4095]
+                .iter()
+                .map(|&n| Value::from(n))
+                .collect(),
+        );
+        let new = ChunkerParams::parse("buzhash,19,23,21,4095")
+            .unwrap()
+            .to_value();
+        let other = ChunkerParams::parse("buzhash,10,23,16,4095")
+            .unwrap()
+            .to_value();
+        assert_eq!(
+            compare_chunker_params(Some(&old), Some(&new)),
+            ChunkerParamsMatch::Same
+        );
+        assert_eq!(
+            compare_chunker_params(Some(&other), Some(&new)),
+            ChunkerParamsMatch::Different
+        );
+        assert_eq!(
+            compare_chunker_params(None, Some(&new)),
+            ChunkerParamsMatch::Unknown
+        );
     }
 }
