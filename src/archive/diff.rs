@@ -245,8 +245,21 @@ impl Change {
     }
 }
 
-/// Compares two chunk lists byte by byte (true: same content).
-pub type ContentsEqualFn<'a> = dyn FnMut(&[ChunkRef], &[ChunkRef]) -> Result<bool> + 'a;
+/// Two chunk lists whose contents must be compared byte by byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentPair {
+    pub old: Vec<ChunkRef>,
+    pub new: Vec<ChunkRef>,
+}
+
+impl ContentPair {
+    fn bytes(&self) -> u64 {
+        self.old.iter().map(|c| c.size as u64).sum()
+    }
+}
+
+/// Compares the contents of a batch of pairs (true: same bytes), one answer per pair.
+pub type ContentsEqualFn<'a> = dyn FnMut(&[ContentPair]) -> Result<Vec<bool>> + 'a;
 
 /// The state of one side of a compared pair, as far as sorting needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -388,16 +401,27 @@ impl Side {
     }
 }
 
-/// Compare two sides; `contents_equal` compares two chunk lists byte by byte (only called
-/// when chunk ids cannot be compared and everything else is equal).
+/// How far two sides are equal without looking at file contents.
+enum Equality {
+    Equal,
+    Different,
+    /// Equal unless the contents differ.
+    IfContentsEqual(ContentPair),
+}
+
+/// Compare two sides. When only the contents can decide, `equal` is left false and the
+/// pair to compare is returned with the diff.
 fn compare_sides(
     path: &[u8],
     s1: &Side,
     s2: &Side,
     opts: &DiffOptions,
-    contents_equal: &mut ContentsEqualFn,
-) -> Result<ItemDiff> {
-    let equal = sides_equal(s1, s2, opts, contents_equal)?;
+) -> (ItemDiff, Option<ContentPair>) {
+    let (equal, pending) = match sides_equal(s1, s2, opts) {
+        Equality::Equal => (true, None),
+        Equality::Different => (false, None),
+        Equality::IfContentsEqual(pair) => (false, Some(pair)),
+    };
     let mut changes = Vec::new();
     let (i1, i2) = (&s1.item, &s2.item);
     if i1.is_symlink() || i2.is_symlink() {
@@ -444,28 +468,31 @@ fn compare_sides(
             }
         }
     }
-    Ok(ItemDiff {
+    let diff = ItemDiff {
         path: path.to_vec(),
         equal,
         changes,
         old: s1.info(),
         new: s2.info(),
-    })
+    };
+    (diff, pending)
 }
 
-/// borg's `ItemDiff._equal`.
-fn sides_equal(
-    s1: &Side,
-    s2: &Side,
-    opts: &DiffOptions,
-    contents_equal: &mut ContentsEqualFn,
-) -> Result<bool> {
+/// borg's `ItemDiff._equal`, the content comparison left to the caller.
+fn sides_equal(s1: &Side, s2: &Side, opts: &DiffOptions) -> Equality {
+    let verdict = |same: bool| {
+        if same {
+            Equality::Equal
+        } else {
+            Equality::Different
+        }
+    };
     if s1.deleted && s2.deleted {
-        return Ok(true);
+        return Equality::Equal;
     }
     let (i1, i2) = (&s1.item, &s2.item);
     if s1.deleted != s2.deleted || i1.source != i2.source {
-        return Ok(false);
+        return Equality::Different;
     }
     if !opts.content_only {
         let times_differ = [TimeAttr::Ctime, TimeAttr::Mtime]
@@ -475,20 +502,23 @@ fn sides_equal(
             || times_differ
             || s1.owner(opts.numeric_ids) != s2.owner(opts.numeric_ids)
         {
-            return Ok(false);
+            return Equality::Different;
         }
     }
     match (&i1.chunks, &i2.chunks) {
         (Some(c1), Some(c2)) => {
             if opts.can_compare_chunk_ids {
-                Ok(c1 == c2)
+                verdict(c1 == c2)
             } else if s1.size() != s2.size() {
-                Ok(false)
+                Equality::Different
             } else {
-                contents_equal(c1, c2)
+                Equality::IfContentsEqual(ContentPair {
+                    old: c1.clone(),
+                    new: c2.clone(),
+                })
             }
         }
-        _ => Ok(true),
+        _ => Equality::Equal,
     }
 }
 
@@ -578,7 +608,15 @@ struct Walk<'a> {
     deferred: Vec<(Rc<Side>, Rc<Side>)>,
     contents_equal: &'a mut ContentsEqualFn<'a>,
     emit: &'a mut dyn FnMut(ItemDiff) -> Result<()>,
+    /// Diffs held back (in order) until the contents of their pairs are compared in a batch.
+    queue: Vec<(ItemDiff, Option<ContentPair>)>,
+    queued_pairs: usize,
+    queued_bytes: u64,
 }
+
+/// A batch of content comparisons is run once this many pairs or bytes are waiting.
+const CONTENT_BATCH_PAIRS: usize = 1024;
+const CONTENT_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Walk<'_> {
     fn master_seen(&self, s: &Side) -> bool {
@@ -616,8 +654,51 @@ impl Walk<'_> {
     fn compare(&mut self, path: &[u8], s1: &Rc<Side>, s2: &Rc<Side>) -> Result<()> {
         let r1 = self.resolve(s1, 0);
         let r2 = self.resolve(s2, 1);
-        let diff = compare_sides(path, &r1, &r2, &self.opts, self.contents_equal)?;
-        (self.emit)(diff)
+        let (diff, pending) = compare_sides(path, &r1, &r2, &self.opts);
+        match pending {
+            None if self.queue.is_empty() => (self.emit)(diff),
+            None => {
+                self.queue.push((diff, None));
+                Ok(())
+            }
+            Some(pair) => {
+                self.queued_pairs += 1;
+                self.queued_bytes += pair.bytes();
+                self.queue.push((diff, Some(pair)));
+                if self.queued_pairs >= CONTENT_BATCH_PAIRS
+                    || self.queued_bytes >= CONTENT_BATCH_BYTES
+                {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Compare the contents of the queued pairs and emit the queued diffs in order.
+    fn flush(&mut self) -> Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        self.queued_pairs = 0;
+        self.queued_bytes = 0;
+        let mut diffs = Vec::with_capacity(queue.len());
+        let mut pairs = Vec::new();
+        for (diff, pair) in queue {
+            diffs.push((diff, pair.is_some()));
+            pairs.extend(pair);
+        }
+        let answers = if pairs.is_empty() {
+            Vec::new()
+        } else {
+            (self.contents_equal)(&pairs)?
+        };
+        let mut answers = answers.into_iter();
+        for (mut diff, pending) in diffs {
+            if pending {
+                diff.equal = answers.next().unwrap_or(false);
+            }
+            (self.emit)(diff)?;
+        }
+        Ok(())
     }
 
     /// Compare a pair now, or later when a hardlink master is still to come.
@@ -694,7 +775,7 @@ impl Walk<'_> {
                 }
             }
         }
-        Ok(())
+        self.flush()
     }
 }
 
@@ -713,6 +794,9 @@ pub fn compare_item_streams(
         deferred: Vec::new(),
         contents_equal,
         emit,
+        queue: Vec::new(),
+        queued_pairs: 0,
+        queued_bytes: 0,
     };
     walk.run(items1, items2)
 }
@@ -735,8 +819,57 @@ pub fn compare_archives(
     };
     let mut items1 = archive1.items(repo.clone(), key.clone()).filter(keep);
     let mut items2 = archive2.items(repo.clone(), key.clone()).filter(keep);
-    let mut contents = |c1: &[ChunkRef], c2: &[ChunkRef]| contents_equal(repo, key, c1, c2);
+    let mut contents = |pairs: &[ContentPair]| contents_equal_batch(repo, key, pairs);
     compare_item_streams(&mut items1, &mut items2, opts, &mut contents, emit)
+}
+
+/// Files up to this size are compared in batches (one fetch stream per side for many
+/// files); larger ones on their own, stopping at the first difference.
+const BATCHED_FILE_MAX: u64 = 4 * 1024 * 1024;
+
+/// Compare the contents of many pairs: the small ones through one parallel fetch stream
+/// per side (no round trip per file), the large ones one by one with an early exit.
+pub fn contents_equal_batch(
+    repo: &Arc<dyn Repository>,
+    key: &Arc<Key>,
+    pairs: &[ContentPair],
+) -> Result<Vec<bool>> {
+    let mut answers = vec![false; pairs.len()];
+    let small: Vec<usize> = (0..pairs.len())
+        .filter(|&i| pairs[i].bytes() <= BATCHED_FILE_MAX)
+        .collect();
+    let stream = |side: fn(&ContentPair) -> &Vec<ChunkRef>| {
+        let ids: Vec<_> = small
+            .iter()
+            .flat_map(|&i| side(&pairs[i]).iter().map(|c| (c.id, c.size as u64)))
+            .collect();
+        prefetch(repo.clone(), key.clone(), ids, DEFAULT_BUDGET / 2)
+    };
+    let mut old = stream(|p| &p.old);
+    let mut new = stream(|p| &p.new);
+    for &i in &small {
+        let a = concat_next(&mut old, pairs[i].old.len())?;
+        let b = concat_next(&mut new, pairs[i].new.len())?;
+        answers[i] = a == b;
+    }
+    for (i, pair) in pairs.iter().enumerate() {
+        if pair.bytes() > BATCHED_FILE_MAX {
+            answers[i] = contents_equal(repo, key, &pair.old, &pair.new)?;
+        }
+    }
+    Ok(answers)
+}
+
+/// The next `n` objects of a fetch stream, concatenated.
+fn concat_next(stream: &mut crate::archive::prefetch::Prefetch, n: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (data, _) = stream
+            .next()
+            .ok_or_else(crate::archive::prefetch::fetch_stopped)??;
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
 }
 
 /// Whether two chunk lists hold the same bytes (both fetched in parallel, compared as
@@ -975,7 +1108,7 @@ mod tests {
         let mut out = Vec::new();
         let mut i1 = a.into_iter().map(Ok);
         let mut i2 = b.into_iter().map(Ok);
-        let mut contents = |_: &[ChunkRef], _: &[ChunkRef]| Ok(!contents_differ);
+        let mut contents = |pairs: &[ContentPair]| Ok(vec![!contents_differ; pairs.len()]);
         compare_item_streams(&mut i1, &mut i2, &opts, &mut contents, &mut |d| {
             out.push(d);
             Ok(())
@@ -1329,5 +1462,151 @@ mod tests {
             compare_chunker_params(None, Some(&new)),
             ChunkerParamsMatch::Unknown
         );
+    }
+
+    /// An in-memory repository of plaintext-mode objects.
+    struct MemRepo(HashMap<crate::repository::ObjectId, Vec<u8>>);
+
+    impl Repository for MemRepo {
+        fn id(&self) -> crate::repository::ObjectId {
+            [0; 32]
+        }
+        fn location(&self) -> String {
+            "mem".into()
+        }
+        fn get(&self, id: &crate::repository::ObjectId) -> Result<Vec<u8>> {
+            self.0
+                .get(id)
+                .cloned()
+                .ok_or_else(|| crate::errors::Error::exception("missing"))
+        }
+        fn contains(&self, id: &crate::repository::ObjectId) -> Result<bool> {
+            Ok(self.0.contains_key(id))
+        }
+        fn len(&self) -> Result<usize> {
+            Ok(self.0.len())
+        }
+        fn list(
+            &self,
+            _: usize,
+            _: Option<&crate::repository::ObjectId>,
+        ) -> Result<Vec<crate::repository::ObjectId>> {
+            Ok(self.0.keys().copied().collect())
+        }
+        fn load_key(&self) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn append_only(&self) -> bool {
+            false
+        }
+    }
+
+    /// Store `pieces` as chunks; returns their refs.
+    fn store(
+        key: &Key,
+        objects: &mut HashMap<crate::repository::ObjectId, Vec<u8>>,
+        pieces: &[&[u8]],
+    ) -> Vec<ChunkRef> {
+        pieces
+            .iter()
+            .map(|data| {
+                let id = key.id_hash(data);
+                let stored = key
+                    .compress_and_encrypt(&crate::compress::CompressionSpec::Lz4, data, None)
+                    .unwrap();
+                let csize = stored.len() as u32;
+                objects.insert(id, stored);
+                ChunkRef {
+                    id,
+                    size: data.len() as u32,
+                    csize,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_content_comparison_follows_chunk_boundaries() {
+        let key = Key::plaintext([0; 32]);
+        let mut objects = HashMap::new();
+        let big_a = vec![7u8; 5 * 1024 * 1024];
+        let mut big_b = big_a.clone();
+        big_b[4_000_000] = 8;
+        let pairs = vec![
+            // Same bytes, other cuts.
+            ContentPair {
+                old: store(&key, &mut objects, &[b"hello ", b"world"]),
+                new: store(&key, &mut objects, &[b"hel", b"lo world"]),
+            },
+            // One byte differs.
+            ContentPair {
+                old: store(&key, &mut objects, &[b"abcd"]),
+                new: store(&key, &mut objects, &[b"ab", b"ce"]),
+            },
+            // Large files take the one-by-one path.
+            ContentPair {
+                old: store(&key, &mut objects, &[&big_a]),
+                new: store(
+                    &key,
+                    &mut objects,
+                    &[&big_a[..3_000_000], &big_a[3_000_000..]],
+                ),
+            },
+            ContentPair {
+                old: store(&key, &mut objects, &[&big_a]),
+                new: store(&key, &mut objects, &[&big_b]),
+            },
+            ContentPair {
+                old: Vec::new(),
+                new: Vec::new(),
+            },
+        ];
+        let repo: Arc<dyn Repository> = Arc::new(MemRepo(objects));
+        let key = Arc::new(key);
+        let answers = contents_equal_batch(&repo, &key, &pairs).unwrap();
+        assert_eq!(answers, [true, false, true, false, true]);
+    }
+
+    #[test]
+    fn queued_content_checks_keep_the_output_order() {
+        // f needs a content check, g is different on metadata, h equal on chunk sizes.
+        let mut g = file("g", &[(2, 4)]);
+        g.mtime += 1;
+        let a = vec![
+            file("f", &[(1, 4)]),
+            file("g", &[(2, 4)]),
+            file("h", &[(3, 4)]),
+        ];
+        let b = vec![file("f", &[(9, 4)]), g, file("h", &[(8, 2), (7, 2)])];
+        let mut seen: Vec<ContentPair> = Vec::new();
+        let mut out: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut i1 = a.into_iter().map(Ok);
+        let mut i2 = b.into_iter().map(Ok);
+        let mut contents = |pairs: &[ContentPair]| {
+            seen.extend_from_slice(pairs);
+            // f differs, h is equal.
+            Ok(vec![false, true])
+        };
+        compare_item_streams(
+            &mut i1,
+            &mut i2,
+            &DiffOptions::default(),
+            &mut contents,
+            &mut |d| {
+                out.push((d.path.clone(), d.equal));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [
+                (b"f".to_vec(), false),
+                (b"g".to_vec(), false),
+                (b"h".to_vec(), true)
+            ]
+        );
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].new[0].id, [9; 32]);
     }
 }
