@@ -639,6 +639,8 @@ impl Lock {
         let id = self.roster.id.clone();
         let mode = self.held_mode.clone();
         self.cleanup = Some(crate::output::signals::add_cleanup(move || {
+            // a release running on another thread finishes before the process exits
+            drop(lock_ops());
             let exclusive = match mode.load(Ordering::SeqCst) {
                 1 => false,
                 2 => true,
@@ -739,9 +741,17 @@ impl Lock {
         let _ops = lock_ops();
         self.held = false;
         self.held_mode.store(0, Ordering::SeqCst);
-        if let Some(id) = self.cleanup.take() {
+        // the exit cleanup stays registered until the roster is edited: an exit meanwhile
+        // waits for this release (see the cleanup) instead of cutting it short
+        let cleanup = self.cleanup.take();
+        let released = self.release_files();
+        if let Some(id) = cleanup {
             crate::output::signals::remove_cleanup(id);
         }
+        released
+    }
+
+    fn release_files(&mut self) -> Result<()> {
         if self.is_exclusive {
             self.roster.modify(EXCLUSIVE, false)?;
             if self.roster.empty(&[EXCLUSIVE, SHARED]) {
