@@ -709,6 +709,11 @@ impl Repository for RemoteRepository {
         self.append_only
     }
 
+    /// Enough objects per call that the round trip is paid once for many of them.
+    fn preferred_batch(&self) -> usize {
+        32
+    }
+
     /// Pipelined: up to [`MAX_INFLIGHT`] `get`s outstanding, replies taken in order.
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
         let mut sent = std::collections::VecDeque::new();
