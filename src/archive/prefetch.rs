@@ -54,6 +54,10 @@ struct Job {
 /// Objects a worker takes at once (decrypted side by side: see [`Key::decrypt_many`]).
 const BATCH: usize = 4;
 
+/// Objects a worker takes at once from a repository that asks for larger batches
+/// ([`Repository::preferred_batch`]: a remote one, whose `get_many` keeps them all in flight).
+const MAX_BATCH: usize = 64;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -100,9 +104,10 @@ impl WorkerPool {
                 while jobs.is_empty() {
                     jobs = wait(&self.ready, jobs);
                 }
-                // Up to BATCH jobs of the same prefetch (same repository and key).
-                let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
-                while batch.len() < BATCH {
+                // Up to `batch_size` jobs of the same prefetch (same repository and key).
+                let batch_size = jobs.front().map_or(BATCH, |j| j.shared.batch_size);
+                let mut batch: Vec<Job> = Vec::with_capacity(batch_size);
+                while batch.len() < batch_size {
                     match jobs.front() {
                         Some(j)
                             if batch
@@ -155,6 +160,8 @@ struct Shared {
     /// Signalled when budget frees up or the consumer leaves (the feeder waits on it).
     space: Condvar,
     budget: u64,
+    /// Jobs a worker takes at once.
+    batch_size: usize,
     repo: Arc<dyn Repository>,
     key: Arc<Key>,
 }
@@ -198,13 +205,25 @@ impl Shared {
         });
     }
 
+    /// The stored values of `ids`, one result each: one `get_many` (all in flight on a
+    /// remote repository); if that fails for several, each object alone, so that every
+    /// object gets its own outcome as with single `get`s.
+    fn get_each(&self, ids: &[ObjectId]) -> Vec<Result<Vec<u8>>> {
+        match self.repo.get_many(ids) {
+            Ok(values) if values.len() == ids.len() => values.into_iter().map(Ok).collect(),
+            Err(e) if ids.len() == 1 => vec![Err(e)],
+            _ => ids.iter().map(|id| self.repo.get(id)).collect(),
+        }
+    }
+
     /// Fetch, authenticate and decrypt a batch of this prefetch's jobs, write those with a
     /// target, and store the results.
     fn fetch(&self, batch: Vec<Job>) {
         if lock(&self.state).closed {
             return;
         }
-        let stored: Vec<Result<Vec<u8>>> = batch.iter().map(|j| self.repo.get(&j.id)).collect();
+        let ids: Vec<ObjectId> = batch.iter().map(|j| j.id).collect();
+        let stored = self.get_each(&ids);
         let mut decrypts: Vec<DecryptJob> = batch
             .iter()
             .zip(&stored)
@@ -336,6 +355,7 @@ impl Prefetch {
             head_ready: Condvar::new(),
             space: Condvar::new(),
             budget,
+            batch_size: repo.preferred_batch().clamp(BATCH, MAX_BATCH),
             repo,
             key,
         })
@@ -528,6 +548,85 @@ mod tests {
         let got: Vec<Vec<u8>> = fetch.map(|r| r.unwrap().0).collect();
         t.join().unwrap();
         assert_eq!(got, order.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
+    }
+
+    /// A repository that wants batches (like a remote one) and counts its calls.
+    struct BatchingRepo {
+        inner: Arc<dyn Repository>,
+        get_many_calls: std::sync::atomic::AtomicUsize,
+        ids_in_get_many: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Repository for BatchingRepo {
+        fn id(&self) -> ObjectId {
+            self.inner.id()
+        }
+        fn location(&self) -> String {
+            "ssh://batching".into()
+        }
+        fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+            self.inner.get(id)
+        }
+        fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.get_many_calls.fetch_add(1, Relaxed);
+            self.ids_in_get_many.fetch_add(ids.len(), Relaxed);
+            self.inner.get_many(ids)
+        }
+        fn preferred_batch(&self) -> usize {
+            16
+        }
+        fn contains(&self, id: &ObjectId) -> Result<bool> {
+            self.inner.contains(id)
+        }
+        fn len(&self) -> Result<usize> {
+            self.inner.len()
+        }
+        fn list(&self, limit: usize, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>> {
+            self.inner.list(limit, marker)
+        }
+        fn load_key(&self) -> Result<Vec<u8>> {
+            self.inner.load_key()
+        }
+        fn append_only(&self) -> bool {
+            false
+        }
+    }
+
+    fn batching(inner: Arc<dyn Repository>) -> Arc<BatchingRepo> {
+        Arc::new(BatchingRepo {
+            inner,
+            get_many_calls: Default::default(),
+            ids_in_get_many: Default::default(),
+        })
+    }
+
+    #[test]
+    fn batching_repositories_are_read_with_get_many() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (repo, key, order) = repo_with(200);
+        let repo = batching(repo);
+        let ids: Vec<(ObjectId, u64)> = order.iter().map(|(id, d)| (*id, d.len() as u64)).collect();
+        let got: Vec<Vec<u8>> = prefetch(repo.clone(), key, ids, u64::MAX)
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(got, order.into_iter().map(|(_, d)| d).collect::<Vec<_>>());
+        // every object went through get_many (how many per call depends on the timing)
+        assert!(repo.get_many_calls.load(Relaxed) <= 200);
+        assert_eq!(repo.ids_in_get_many.load(Relaxed), 200);
+    }
+
+    #[test]
+    fn a_failed_get_many_still_gives_each_object_its_own_result() {
+        let (repo, key, order) = repo_with(40);
+        let repo = batching(repo);
+        let mut ids: Vec<(ObjectId, u64)> = order.iter().map(|(id, _)| (*id, 1)).collect();
+        ids[17] = ([9; 32], 1);
+        let got: Vec<bool> = prefetch(repo, key, ids, u64::MAX)
+            .map(|r| r.is_ok())
+            .collect();
+        let want: Vec<bool> = (0..40).map(|i| i != 17).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -35,6 +35,12 @@ use super::exceptions::from_remote;
 /// Requests a client keeps outstanding at most (borg's MAX_INFLIGHT).
 pub const MAX_INFLIGHT: usize = 100;
 
+/// Replies of async calls (`put`, `delete`) a client may owe at most. Larger than borg's
+/// limit: they cost nothing here (the request bytes are bounded by the upload buffer, and
+/// a thread always drains replies), and 100 per round trip capped small-file backups on
+/// high-latency links.
+const MAX_ASYNC_INFLIGHT: usize = 2000;
+
 /// Bytes of encoded requests that may wait unsent when `--upload-buffer` is not given.
 const DEFAULT_UNSENT_LIMIT: usize = 4 << 20;
 
@@ -345,7 +351,7 @@ impl RemoteRepository {
             if let Some(e) = &st.broken {
                 return Err(e.clone());
             }
-            let inflight_ok = !is_async || st.ignored.len() < MAX_INFLIGHT;
+            let inflight_ok = !is_async || st.ignored.len() < MAX_ASYNC_INFLIGHT;
             if inflight_ok && (st.unsent == 0 || st.unsent < self.conn.unsent_limit) {
                 break;
             }
@@ -707,6 +713,11 @@ impl Repository for RemoteRepository {
 
     fn append_only(&self) -> bool {
         self.append_only
+    }
+
+    /// Enough objects per call that the round trip is paid once for many of them.
+    fn preferred_batch(&self) -> usize {
+        32
     }
 
     /// Pipelined: up to [`MAX_INFLIGHT`] `get`s outstanding, replies taken in order.

@@ -262,9 +262,11 @@ impl Timer {
             None => 1.0,
             Some(t) => (t / 10.0).min(60.0),
         });
+        // Timeouts come from clients too (`open`'s lock_wait): one too large to represent
+        // never ends, as in Python; NaN and negative ones end at once.
         Timer {
-            end: timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0))),
-            sleep: Duration::from_secs_f64(sleep.max(0.0)),
+            end: timeout.and_then(|t| Instant::now().checked_add(seconds(t)?)),
+            sleep: seconds(sleep).unwrap_or(Duration::from_secs(60)),
         }
     }
 
@@ -275,6 +277,11 @@ impl Timer {
         std::thread::sleep(self.sleep);
         false
     }
+}
+
+/// `t` seconds (at least 0; NaN counts as 0), `None` when too large for a Duration.
+fn seconds(t: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(t.max(0.0)).ok()
 }
 
 fn random_suffix() -> String {
@@ -826,6 +833,22 @@ mod tests {
             pid: std::process::id(),
             thread,
         }
+    }
+
+    #[test]
+    fn timeouts_of_any_float_value_are_accepted() {
+        for t in [f64::NAN, -1.0, 0.0] {
+            assert!(Timer::start(Some(t), None).timed_out_or_sleep(), "{t}");
+        }
+        for t in [f64::INFINITY, 1e300, 1.8e19, 1e17] {
+            let timer = Timer::start(Some(t), None);
+            assert!(timer.sleep <= Duration::from_secs(60), "{t}");
+        }
+        assert!(Timer::start(Some(1e300), None).end.is_none());
+        assert_eq!(
+            Timer::start(Some(1.0), Some(f64::INFINITY)).sleep,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub trait Repository: Send + Sync {
         ids.iter().map(|id| self.get(id)).collect()
     }
 
+    /// How many objects readers should ask [`get_many`](Self::get_many) for at once: 1 when
+    /// batching gains nothing (local), more when each call costs a round trip (remote).
+    fn preferred_batch(&self) -> usize {
+        1
+    }
+
     /// Store a value under `id` within the current transaction (overwrites).
     fn put(&self, _id: &ObjectId, _data: &[u8]) -> Result<()> {
         Err(unsupported("put"))

@@ -239,6 +239,55 @@ fn arbitrary_bytes_never_panic() {
 }
 
 #[test]
+fn extreme_float_arguments_are_not_fatal() {
+    // found by fuzzing: a lock_wait too large for a Duration crashed the server
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    let open_waiting = |msgid: u64, wait: f64| {
+        encode_request(
+            msgid,
+            "open",
+            &[
+                ("path", Arg::Raw(repo.as_os_str().as_bytes())),
+                ("create", (msgid == 2).into()),
+                ("lock_wait", Value::F64(wait).into()),
+                ("lock", true.into()),
+                ("exclusive", true.into()),
+            ],
+        )
+    };
+    let check = |msgid: u64, max_duration: f64| {
+        encode_request(
+            msgid,
+            "check",
+            &[
+                ("repair", false.into()),
+                ("max_duration", Value::F64(max_duration).into()),
+            ],
+        )
+    };
+    let input = [
+        negotiate(),
+        open_waiting(2, 1e300),
+        check(3, f64::INFINITY),
+        open_waiting(4, f64::NAN),
+        check(5, f64::NAN),
+        open_waiting(6, -1.0),
+        open_waiting(7, f64::INFINITY),
+        check(8, 1e300),
+    ]
+    .concat();
+    let mut s = server(ServeOptions::default());
+    let (replies, end) = session(&mut s, &input);
+    assert!(end.is_ok());
+    assert_eq!(replies.len(), 8);
+    for reply in &replies[1..] {
+        let outcome = parse_reply(reply.clone()).unwrap().outcome;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}
+
+#[test]
 fn restrictions_resolve_dotdot_and_symlinks() {
     let dir = tempfile::tempdir().unwrap();
     let base = realpath(dir.path());

@@ -3,7 +3,7 @@
 //! rebuild the index from the segments and compare it with the committed one.
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::*;
 use crate::repository::segments::{Entry, MAGIC, MAX_TAG_ID};
@@ -182,7 +182,7 @@ impl LocalRepository {
             if !partial {
                 self.apply_entries(&mut index, &mut hints, *seg, objects.into_iter().map(Ok))?;
             }
-            if partial && started.elapsed() > Duration::from_secs_f64(max_duration) {
+            if partial && started.elapsed().as_secs_f64() > max_duration {
                 log(
                     Level::Info,
                     &format!("finished partial segment check, last segment checked is {seg}"),
