@@ -104,7 +104,8 @@ fn expect_rc(o: &Output, rc: i32, what: &str) {
     assert_eq!(o.status.code(), Some(rc), "{what}:\n{}", stderr(o));
 }
 
-/// init, create ×2, list, info, extract (compared), check, prune, delete, compact, check
+/// init, create ×2, list, info, diff, key export (compared with borg's local export), extract
+/// (compared), check, prune, delete, compact, check
 /// with `client` against `r.server`; then real borg checks the repository locally.
 fn full_cycle(r: &Remote, client: &Path, verify_with_borg: bool) {
     let url = "ssh://fakehost/./repo";
@@ -129,6 +130,23 @@ fn full_cycle(r: &Remote, client: &Path, verify_with_borg: bool) {
         stdout(&info).contains("Archive name: a1"),
         "{}",
         stdout(&info)
+    );
+    // a1 and a2 hold the same files: nothing to report
+    let diff = expect_ok(run(&["diff", &format!("{url}::a1"), "a2"]), "diff");
+    assert_eq!(stdout(&diff), "", "{}", stderr(&diff));
+    // the key exported through the server is the one real borg exports locally
+    expect_ok(run(&["key", "export", url, "remote.key"]), "key export");
+    expect_ok(
+        borg(
+            &["key", "export", "repo", "local.key"],
+            &r.root(),
+            &r.env(&[]),
+        ),
+        "local borg key export",
+    );
+    assert_eq!(
+        std::fs::read(r.root().join("remote.key")).unwrap(),
+        std::fs::read(r.root().join("local.key")).unwrap()
     );
     std::fs::create_dir_all(r.root().join("out")).unwrap();
     expect_ok(
