@@ -168,35 +168,27 @@ fn each_tool_removes_the_stale_lock_of_the_other() {
     let repo = Path::new(&repo_s);
     let borg_bin = find_on_path("borg").unwrap();
 
-    // borg died holding the lock (same host, process gone): rborg removes it and goes on
-    kill_holder(hold_lock(&borg_bin, repo, 30, &s.work(), &env));
-    assert!(repo.join("lock.exclusive").exists());
-    let out = rborg(
-        &["create", "--lock-wait", "1", &format!("{repo_s}::a"), "src"],
-        &s.work(),
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Killed stale lock"),
-        "{}",
-        stderr(&out)
-    );
-
-    // and the reverse
-    kill_holder(hold_lock(&rborg_bin(), repo, 30, &s.work(), &env));
-    assert!(repo.join("lock.exclusive").exists());
-    let out = borg(
-        &["create", "--lock-wait", "1", &format!("{repo_s}::b"), "src"],
-        &s.work(),
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Killed stale lock"),
-        "{}",
-        stderr(&out)
-    );
+    // a holder died with the lock (same host, process gone): the other tool removes it and
+    // goes on — borg's stale lock left for rborg, then rborg's for borg
+    type Tool = fn(&[&str], &Path, &[(String, String)]) -> std::process::Output;
+    let rounds: [(std::path::PathBuf, Tool, &str); 2] =
+        [(borg_bin, rborg, "a"), (rborg_bin(), borg, "b")];
+    for (holder, client, archive) in rounds {
+        kill_holder(hold_lock(&holder, repo, 30, &s.work(), &env));
+        assert!(repo.join("lock.exclusive").exists());
+        let target = format!("{repo_s}::{archive}");
+        let out = client(
+            &["create", "--lock-wait", "1", &target, "src"],
+            &s.work(),
+            &env,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("Killed stale lock"),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert!(!repo.join("lock.exclusive").exists());
     ok(borg(&["check", &repo_s], &s.work(), &env));
 }

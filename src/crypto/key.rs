@@ -973,7 +973,7 @@ fn new_ctr(aes: &Aes256, nonce: [u8; 8]) -> Aes256Ctr {
 }
 
 /// The reason borg's cipher gives for an object whose MAC does not match.
-pub const MAC_FAILED: &str = "MAC Authentication failed";
+const MAC_FAILED: &str = "MAC Authentication failed";
 
 fn mac_failed(id: Option<&ObjectId>) -> Error {
     Error::integrity(format!(

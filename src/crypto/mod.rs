@@ -17,7 +17,7 @@ mod fixture_tests;
 pub use create::{create_key, RelatedSecrets, KEY_LOGGER};
 pub use key::{
     blocks_needed, borg_workaround, manifest_nonce, DecryptJob, Key, KeyMaterial, KeySource,
-    AES_OVERHEAD, MAC_FAILED,
+    AES_OVERHEAD,
 };
 pub use keyblob::{
     decode_key_text, decrypt_key_blob, decrypt_key_blob_in, encode_key_text, encrypt_key_blob,
