@@ -39,20 +39,7 @@ if [ "$cold" = 1 ] && [ "$(id -u)" != 0 ]; then
     echo "--cold needs root (to drop the page cache)" >&2; exit 1
 fi
 
-(cd "$root" && cargo build --release --quiet)
-rborg="$root/target/release/rborg"
-
-export BORG_PASSPHRASE=bench BORG_BASE_DIR="$workdir/base" BORG_DISPLAY_PASSPHRASE=no
-corpus="$workdir/corpus" repo="$workdir/repo"
-if [ ! -d "$corpus" ]; then
-    echo "creating corpus (scale $scale) ..."
-    python3 "$here/make-corpus.py" "$corpus" --scale "$scale" >/dev/null
-fi
-if [ ! -d "$repo" ]; then
-    echo "backing up with real borg (repokey-blake2, lz4) ..."
-    borg init -e repokey-blake2 "$repo"
-    (cd "$workdir" && borg create -C lz4 "$repo::corpus" corpus)
-fi
+. "$here/borg-corpus-repo.sh"
 echo "repository: $(du -sm "$repo" | cut -f1) MB; $(nproc) cores; $([ "$cold" = 1 ] && echo cold || echo warm) page cache"
 
 # run_one TOOL -> prints "seconds maxrss_kb"; fails unless the check is clean.

@@ -39,20 +39,7 @@ trap cleanup EXIT
 command -v borg >/dev/null || { echo "real borg is required on PATH" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time) is required" >&2; exit 1; }
 
-(cd "$root" && cargo build --release --quiet)
-rborg="$root/target/release/rborg"
-
-export BORG_PASSPHRASE=bench BORG_BASE_DIR="$workdir/base" BORG_DISPLAY_PASSPHRASE=no
-corpus="$workdir/corpus" repo="$workdir/repo"
-if [ ! -d "$corpus" ]; then
-    echo "creating corpus (scale $scale) ..."
-    python3 "$here/make-corpus.py" "$corpus" --scale "$scale" >/dev/null
-fi
-if [ ! -d "$repo" ]; then
-    echo "backing up with real borg (repokey-blake2, lz4) ..."
-    borg init -e repokey-blake2 "$repo"
-    (cd "$workdir" && borg create -C lz4 "$repo::corpus" corpus)
-fi
+. "$here/borg-corpus-repo.sh"
 size=$(du -sb "$corpus" | cut -f1)
 echo "corpus: $((size / 1000000)) MB, $(find "$corpus" -type f | wc -l) files; $(nproc) cores"
 
