@@ -448,3 +448,146 @@ fn async_quota_error_rolls_back() {
         "create with upload limits",
     );
 }
+
+/// The last transaction id recorded in an append-only repository's `transactions` log.
+fn last_transaction(repo: &Path) -> u64 {
+    let log = std::fs::read_to_string(repo.join("transactions")).unwrap();
+    let last = log.lines().last().expect("transactions log is empty");
+    // "transaction <T>, UTC time <timestamp>"
+    last.trim_start_matches("transaction ")
+        .split(',')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("bad transactions line {last:?}"))
+}
+
+/// Borg's documented append-only recovery: drop every segment written after transaction
+/// `keep`, and the index, hints and integrity files (they are rebuilt from the segments).
+fn roll_back_to_transaction(repo: &Path, keep: u64) {
+    for dir in std::fs::read_dir(repo.join("data")).unwrap() {
+        for seg in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let seg = seg.unwrap().path();
+            let n: u64 = seg.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            if n > keep {
+                std::fs::remove_file(&seg).unwrap();
+            }
+        }
+    }
+    for f in std::fs::read_dir(repo).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        if ["index.", "hints.", "integrity."]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            std::fs::remove_file(&f).unwrap();
+        }
+    }
+}
+
+/// Issue 5 must-show 3: behind `serve --append-only`, hostile rborg and borg clients delete,
+/// prune and compact; the administrator rolls the repository back to the last good
+/// transaction and every earlier archive extracts again, with rborg and with real borg.
+#[test]
+fn append_only_history_survives_a_hostile_client() {
+    let r = Remote::new(&rborg_path());
+    let rb = rborg_bin();
+    let root = r.root();
+    let have_borg = borg_or_skip("append_only_history_survives_a_hostile_client (borg parts)");
+    let append = format!("{} serve --append-only", rborg_path());
+    let forced = [("FAKE_SSH_FORCED_COMMAND", append.as_str())];
+    let url = "ssh://h/./repo";
+    let at = |a: &str| format!("{url}::{a}");
+    // init through the append-only server makes a normal repository (as borg's)
+    expect_ok(r.run(&rb, &["init", "-e", "repokey", url], &forced), "init");
+    expect_ok(r.run(&rb, &["create", &at("a1"), "src"], &forced), "a1");
+    copy_tree(&root.join("src"), &root.join("src-a1"));
+    std::fs::write(root.join("src/sub/small"), b"changed before a2\n").unwrap();
+    std::fs::write(root.join("src/sub/new"), b"only in a2\n").unwrap();
+    expect_ok(r.run(&rb, &["create", &at("a2"), "src"], &forced), "a2");
+    copy_tree(&root.join("src"), &root.join("src-a2"));
+    let good = last_transaction(&root.join("repo"));
+
+    // the attack: delete, prune everything but a decoy, compact; destroy and repair refused
+    std::fs::write(root.join("src/big"), b"decoy\n").unwrap();
+    expect_ok(r.run(&rb, &["delete", &at("a1")], &forced), "delete a1");
+    expect_ok(
+        r.run(&rb, &["create", &at("decoy"), "src"], &forced),
+        "decoy",
+    );
+    expect_ok(
+        r.run(&rb, &["prune", "--keep-last", "1", url], &forced),
+        "prune",
+    );
+    expect_ok(r.run(&rb, &["compact", url], &forced), "compact");
+    expect_rc(&r.run(&rb, &["delete", url], &forced), 2, "destroy");
+    expect_rc(
+        &r.run(&rb, &["check", "--repair", url], &forced),
+        2,
+        "repair",
+    );
+    if have_borg {
+        let borg_client = Path::new("borg");
+        expect_ok(
+            r.run(borg_client, &["delete", &at("decoy")], &forced),
+            "borg client deletes the decoy",
+        );
+        expect_ok(
+            r.run(borg_client, &["compact", url], &forced),
+            "borg client compacts",
+        );
+    }
+    let left = expect_ok(r.run(&rb, &["list", "--short", url], &forced), "list");
+    let expect_left = if have_borg { "" } else { "decoy\n" };
+    assert_eq!(stdout(&left), expect_left);
+
+    let mut recoverers = vec![rb.clone()];
+    if have_borg {
+        recoverers.push(PathBuf::from("borg"));
+    }
+    for tool in recoverers {
+        let name = tool.file_name().unwrap().to_string_lossy().to_string();
+        let repo = root.join(format!("recovered-by-{name}"));
+        copy_tree(&root.join("repo"), &repo);
+        roll_back_to_transaction(&repo, good);
+        // the administrator works on the server, with client dirs of their own
+        let admin = root.join(format!("admin-{name}"));
+        std::fs::create_dir_all(&admin).unwrap();
+        let admin = admin.display().to_string();
+        let env = [("BORG_BASE_DIR", admin.as_str()), ("HOME", admin.as_str())];
+        let repo_arg = repo.display().to_string();
+        let list = expect_ok(
+            r.run(&tool, &["list", "--short", &repo_arg], &env),
+            "list after roll-back",
+        );
+        assert_eq!(stdout(&list), "a1\na2\n", "{name}");
+        for a in ["a1", "a2"] {
+            let out = root.join(format!("out-{name}-{a}"));
+            std::fs::create_dir_all(&out).unwrap();
+            expect_ok(
+                run_in(
+                    &tool,
+                    &["extract", &format!("{repo_arg}::{a}")],
+                    &out,
+                    &r.env(&env),
+                ),
+                "extract after roll-back",
+            );
+            assert_same_tree(&root.join(format!("src-{a}")), &out.join("src"));
+        }
+        expect_ok(
+            r.run(&rb, &["check", &repo_arg], &env),
+            "rborg check after roll-back",
+        );
+        if have_borg {
+            expect_ok(
+                r.run(
+                    Path::new("borg"),
+                    &["check", "--verify-data", &repo_arg],
+                    &env,
+                ),
+                "borg check after roll-back",
+            );
+        }
+    }
+}
