@@ -61,9 +61,11 @@ echo "corpus: $((size / 1000000)) MB, $(find "$corpus" -type f | wc -l) files; $
 
 # the ssh stand-in: drop ssh's options and the host, run the command under sh (as sshd
 # does), relay stdin/stdout through delaying queues, pass stderr through
-cat > "$workdir/delay-ssh" <<'PY'
-#!/usr/bin/env python3
-import os, queue, subprocess, sys, threading, time
+# (the interpreter itself in the #! line: a version manager's shim would add its own start-up
+# time to every connection)
+python="$(python3 -c 'import sys; print(sys.executable)')"
+{ echo "#!$python"; cat <<'PY'; } > "$workdir/delay-ssh"
+import fcntl, os, queue, subprocess, sys, threading, time
 args = sys.argv[1:]
 while args and args[0].startswith('-'):
     args = args[2:] if args[0] in ('-p', '-i', '-o', '-l', '-F') else args[1:]
@@ -71,26 +73,40 @@ command = ' '.join(args[1:])
 delay = float(os.environ.get('DELAY_MS', '20')) / 1000
 child = subprocess.Popen(['sh', '-c', command], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
+BLOCK, BLOCKS = 1 << 20, 64
+F_SETPIPE_SZ = 1031
+
 def relay(src, dst):
-    due = queue.Queue()
+    # a bounded pool of reused buffers (at most BLOCKS MiB on the link, like a socket's
+    # buffers): a fresh buffer per read would cost more CPU than the copying itself
+    for fd in (src, dst):
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, BLOCK)
+        except OSError:
+            pass
+    due, free = queue.Queue(), queue.Queue()
+    for _ in range(BLOCKS):
+        free.put(memoryview(bytearray(BLOCK)))
     def reader():
         while True:
-            data = os.read(src, 1 << 20)
-            due.put((time.monotonic() + delay, data))
-            if not data:
+            buf = free.get()
+            n = os.readv(src, [buf])
+            due.put((time.monotonic() + delay, buf, n))
+            if not n:
                 return
     threading.Thread(target=reader, daemon=True).start()
     while True:
-        at, data = due.get()
+        at, buf, n = due.get()
         wait = at - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        if not data:
+        if not n:
             os.close(dst)
             return
-        view = memoryview(data)
+        view = buf[:n]
         while view:
             view = view[os.write(dst, view):]
+        free.put(buf)
 
 up = threading.Thread(target=relay, args=(0, child.stdin.fileno()), daemon=True)
 up.start()

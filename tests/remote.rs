@@ -591,3 +591,47 @@ fn append_only_history_survives_a_hostile_client() {
         }
     }
 }
+
+/// Remote `check --repair` of a damaged manifest segment reports and repairs as a local one
+/// does (the client's reads sent with `open` are dropped once the repair may change things).
+#[test]
+fn remote_repair_of_a_damaged_manifest_is_the_local_one() {
+    let r = Remote::new(&rborg_path());
+    let rb = rborg_bin();
+    let root = r.root();
+    let local = |args: &[&str]| r.run(&rb, args, &[]);
+    expect_ok(local(&["init", "-e", "repokey", "repo"]), "init");
+    expect_ok(local(&["create", "repo::a1", "src"]), "a1");
+    expect_ok(local(&["create", "repo::a2", "src"]), "a2");
+    let mut segs: Vec<(u64, PathBuf)> = Vec::new();
+    for dir in std::fs::read_dir(root.join("repo/data")).unwrap() {
+        for seg in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let seg = seg.unwrap().path();
+            let n = seg.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            segs.push((n, seg));
+        }
+    }
+    segs.sort();
+    // the manifest is the last object before the commit segment
+    let manifest_segment = &segs[segs.len() - 2].1;
+    let mut bytes = std::fs::read(manifest_segment).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 1;
+    std::fs::write(manifest_segment, bytes).unwrap();
+    copy_tree(&root.join("repo"), &root.join("copy"));
+    let by_server = r.run(&rb, &["check", "--repair", "ssh://h/./repo"], &[]);
+    let by_local = local(&["check", "--repair", "copy"]);
+    assert_eq!(by_server.status.code(), by_local.status.code());
+    let strip = |o: &Output| stderr(o).replace("Remote: ", "").replace("copy", "repo");
+    assert_eq!(strip(&by_server), strip(&by_local));
+    let moved = [("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")];
+    let list = expect_ok(
+        r.run(&rb, &["list", "--short", "ssh://h/./repo"], &moved),
+        "list after the repair",
+    );
+    assert_eq!(stdout(&list), "a1\na2\n");
+    expect_ok(
+        r.run(&rb, &["check", "ssh://h/./repo"], &moved),
+        "check after the repair",
+    );
+}

@@ -44,6 +44,16 @@ const MAX_ASYNC_INFLIGHT: usize = 2000;
 /// Bytes of encoded requests that may wait unsent when `--upload-buffer` is not given.
 const DEFAULT_UNSENT_LIMIT: usize = 4 << 20;
 
+/// Calls that change nothing on the server: they keep the manifest and key read at `open`.
+const READS: &[&str] = &[
+    "get",
+    "load_key",
+    "list",
+    "scan",
+    "__len__",
+    "get_free_nonce",
+];
+
 /// How long the client waits for the server's last stderr lines before reporting a broken
 /// connection (so `sh: borg: not found` is shown first).
 const STDERR_GRACE: Duration = Duration::from_secs(5);
@@ -203,6 +213,12 @@ pub struct RemoteRepository {
     append_only: bool,
     /// Writes since the last commit, or a failed call: closing sends `rollback` first.
     needs_rollback: AtomicBool,
+    /// Msgids of the manifest `get` and the `load_key` sent with `open` (every command
+    /// but `init` asks for both next; sending them at once saves two round trips).
+    early_manifest: Mutex<Option<u64>>,
+    early_key: Mutex<Option<u64>>,
+    /// And `get_free_nonce` with an exclusive open (a writer reserves nonces next).
+    early_nonce: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for RemoteRepository {
@@ -295,9 +311,14 @@ impl RemoteRepository {
             server_version: Vec::new(),
             append_only: req.append_only,
             needs_rollback: AtomicBool::new(false),
+            early_manifest: Mutex::new(None),
+            early_key: Mutex::new(None),
+            early_nonce: Mutex::new(None),
         };
-        repo.server_version = repo.negotiate()?;
-        let id = repo.call(
+        // negotiate, open (and the first reads) go out together: one round trip, not four.
+        // The server answers in order, so a failed open still reports first.
+        let negotiated = repo.send_negotiate()?;
+        let opened = repo.send(
             "open",
             &[
                 ("path", Arg::Raw(location.path.as_bytes())),
@@ -308,7 +329,18 @@ impl RemoteRepository {
                 ("append_only", req.append_only.into()),
                 ("make_parent_dirs", req.make_parent_dirs.into()),
             ],
+            false,
         )?;
+        if !req.create {
+            *repo.early_manifest.get_mut().unwrap() =
+                Some(repo.send("get", &[("id", Arg::Raw(&MANIFEST_ID))], false)?);
+            *repo.early_key.get_mut().unwrap() = Some(repo.send("load_key", &[], false)?);
+        }
+        if !req.create && req.exclusive {
+            *repo.early_nonce.get_mut().unwrap() = Some(repo.send("get_free_nonce", &[], false)?);
+        }
+        repo.server_version = repo.negotiated(negotiated)?;
+        let id = repo.wait_for(opened)?;
         repo.id = id
             .as_bytes()
             .and_then(|b| b.try_into().ok())
@@ -321,16 +353,20 @@ impl RemoteRepository {
         &self.server_version
     }
 
-    /// The legacy-form handshake real clients send (§4.1).
-    fn negotiate(&self) -> Result<Vec<i64>> {
+    /// Send the legacy-form handshake real clients send (§4.1).
+    fn send_negotiate(&self) -> Result<u64> {
         let client_data = Value::Map(vec![(
             Value::from("client_version"),
             version_value(&version_tuple(crate::BORG_COMPAT_VERSION)),
         )]);
-        let msgid = self.send_with(
+        self.send_with(
             |id| encode_legacy_request(id, "negotiate", &[client_data]),
             false,
-        )?;
+        )
+    }
+
+    /// The server's version from its answer to the handshake.
+    fn negotiated(&self, msgid: u64) -> Result<Vec<i64>> {
         let reply = self.wait_for(msgid)?;
         reply
             .get("server_version")
@@ -372,7 +408,28 @@ impl RemoteRepository {
     }
 
     fn send(&self, method: &str, args: &[(&str, Arg)], is_async: bool) -> Result<u64> {
+        if !READS.contains(&method) {
+            self.forget_early_reads();
+        }
         self.send_with(|id| encode_request(id, method, args), is_async)
+    }
+
+    /// Drop the manifest and key read with `open` once anything may have changed them
+    /// (a put, a commit, a repair …): a later read asks again.
+    fn forget_early_reads(&self) {
+        let early = [&self.early_manifest, &self.early_key, &self.early_nonce];
+        for msgid in early.iter().filter_map(|m| m.lock().unwrap().take()) {
+            self.conn.lock().replies.remove(&msgid);
+        }
+    }
+
+    /// The answer to a read sent with `open` if it still stands, else a fresh argument-less call.
+    fn early_or_call(&self, early: &Mutex<Option<u64>>, method: &str) -> Result<Value> {
+        let msgid = early.lock().unwrap().take();
+        match msgid {
+            Some(msgid) => self.wait_for(msgid),
+            None => self.call(method, &[]),
+        }
     }
 
     /// The reply to `msgid` (its error rebuilt as borg's client does).
@@ -683,6 +740,11 @@ impl Repository for RemoteRepository {
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        if *id == MANIFEST_ID {
+            if let Some(msgid) = self.early_manifest.lock().unwrap().take() {
+                return object_id(&self.wait_for(msgid)?, "get");
+            }
+        }
         object_id(&self.call("get", &[("id", Arg::Raw(id))])?, "get")
     }
 
@@ -707,7 +769,7 @@ impl Repository for RemoteRepository {
     }
 
     fn load_key(&self) -> Result<Vec<u8>> {
-        let v = self.call("load_key", &[])?;
+        let v = self.early_or_call(&self.early_key, "load_key")?;
         Ok(v.as_bytes().map(<[u8]>::to_vec).unwrap_or_default())
     }
 
@@ -745,21 +807,10 @@ impl Repository for RemoteRepository {
         Ok(out)
     }
 
-    /// Chunks go out without waiting (borg's async put); the manifest waits for its reply.
+    /// Every put goes out without waiting (borg's async put; borg waits for the manifest's,
+    /// but `commit` waits for all replies and reports their first error anyway).
     fn put(&self, id: &ObjectId, data: &[u8]) -> Result<()> {
         self.needs_rollback.store(true, Ordering::Relaxed);
-        if *id == MANIFEST_ID {
-            self.async_response(true)?;
-            self.call(
-                "put",
-                &[
-                    ("id", Arg::Raw(id)),
-                    ("data", Arg::Raw(data)),
-                    ("wait", true.into()),
-                ],
-            )?;
-            return Ok(());
-        }
         self.async_response(false)?;
         self.send(
             "put",
@@ -804,7 +855,7 @@ impl Repository for RemoteRepository {
     }
 
     fn get_free_nonce(&self) -> Result<Option<u64>> {
-        let v = self.call("get_free_nonce", &[])?;
+        let v = self.early_or_call(&self.early_nonce, "get_free_nonce")?;
         Ok(v.as_uint())
     }
 
@@ -863,6 +914,23 @@ impl Repository for RemoteRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pure_reads_keep_the_answers_read_with_open() {
+        for changes in [
+            "put",
+            "delete",
+            "commit",
+            "rollback",
+            "check",
+            "save_key",
+            "destroy",
+            "break_lock",
+            "commit_nonce_reservation",
+        ] {
+            assert!(!READS.contains(&changes), "{changes}");
+        }
+    }
 
     fn loc(text: &str) -> Location {
         Location::parse(text).unwrap()
