@@ -13,6 +13,10 @@
 # (several hundred MB/s). (tc netem on lo would need CAP_NET_ADMIN and a real sshd; the
 # relay works anywhere.) Each run uses fresh repositories and caches (repokey-blake2, lz4);
 # the best of --runs N (default 1) is reported. Target: remote create within 1.5× of local.
+# Each round also times the create of an empty directory: what a connection costs whatever
+# the data (start-up, the handshake and commit round trips). The create throughput
+# (corpus size over create time minus that cost) is printed beside the times; on a small
+# corpus the fixed cost dominates the time ratio, on the full one (--scale 1) it does not.
 # Needs: python3, bash 5 (EPOCHREALTIME), awk.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -128,9 +132,9 @@ timed() {
     awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $start }"
 }
 
-# one_round local|remote -> prints "create_s extract_s"
+# one_round local|remote -> prints "create_s extract_s empty_create_s"
 one_round() {
-    local run="$workdir/run" repo c e
+    local run="$workdir/run" repo c e z
     rm -rf "$run"; mkdir -p "$run/base" "$run/out"
     export BORG_BASE_DIR="$run/base"
     if [ "$1" = local ]; then repo="$run/repo"; else repo="ssh://bench-host$run/repo"; fi
@@ -139,20 +143,27 @@ one_round() {
     sync
     c=$(cd "$(dirname "$corpus")" && timed "$rborg" create -C lz4 "$repo::a1" "$(basename "$corpus")")
     e=$(cd "$run/out" && timed "$rborg" extract "$repo::a1")
-    echo "$c $e"
+    mkdir -p "$run/empty"
+    z=$(timed "$rborg" create "$repo::empty" "$run/empty")
+    echo "$c $e $z"
 }
 
 export BORG_RSH="$workdir/delay-ssh" BORG_REMOTE_PATH="$rborg" DELAY_MS="$delay"
-lc=() le=() rc=() re=()
+lc=() le=() lz=() rc=() re=() rz=()
 for i in $(seq 1 "$runs"); do
-    one_round local > "$workdir/round"; read -r c e < "$workdir/round"; lc+=("$c"); le+=("$e")
-    one_round remote > "$workdir/round"; read -r c e < "$workdir/round"; rc+=("$c"); re+=("$e")
-    echo "run $i: create local ${lc[-1]} s, remote ${rc[-1]} s; extract local ${le[-1]} s, remote ${re[-1]} s"
+    one_round local > "$workdir/round"; read -r c e z < "$workdir/round"; lc+=("$c"); le+=("$e"); lz+=("$z")
+    one_round remote > "$workdir/round"; read -r c e z < "$workdir/round"; rc+=("$c"); re+=("$e"); rz+=("$z")
+    echo "run $i: create local ${lc[-1]} s, remote ${rc[-1]} s; extract local ${le[-1]} s, remote ${re[-1]} s; empty create local ${lz[-1]} s, remote ${rz[-1]} s"
 done
 
-python3 - "${lc[*]}" "${rc[*]}" "${le[*]}" "${re[*]}" <<'PY'
+python3 - "$size" "${lc[*]}" "${rc[*]}" "${le[*]}" "${re[*]}" "${lz[*]}" "${rz[*]}" <<'PY'
 import sys
-lc, rc, le, re_ = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+size = int(sys.argv[1]) / 1e6
+lc, rc, le, re_, lz, rz = ([float(x) for x in a.split()] for a in sys.argv[2:8])
 for what, l, r in (("create", lc, rc), ("extract", le, re_)):
     print(f"{what:8s} best local {min(l):7.2f} s   remote {min(r):7.2f} s   remote/local {min(r) / min(l):.2f}x")
+print(f"per connection (empty create): local {min(lz):.2f} s, remote {min(rz):.2f} s")
+lt = size / max(min(lc) - min(lz), 1e-3)
+rt = size / max(min(rc) - min(rz), 1e-3)
+print(f"create throughput: local {lt:.0f} MB/s, remote {rt:.0f} MB/s   local/remote {lt / rt:.2f}x")
 PY
