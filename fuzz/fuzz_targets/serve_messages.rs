@@ -8,12 +8,12 @@
 //! repository, reset before every input that could open one.
 #![no_main]
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rborg::output::Level;
 use rborg::remote::{RepositoryServer, ServeOptions};
 use rborg::repository::local::OpenOptions;
 use rborg::repository::{LocalRepository, Repository};
@@ -22,14 +22,7 @@ use rborg::repository::{LocalRepository, Repository};
 fn scratch() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("rborg-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("scratch dir");
-        let root = root.canonicalize().expect("scratch dir");
-        std::env::set_current_dir(&root).expect("cd scratch dir");
-        std::env::set_var("BORG_BASE_DIR", &root);
-        // the server's log records (errors of bad requests) would flood the fuzzer's output
-        rborg::output::set_logger_level("borg", Level::Critical);
+        let root = common::make_scratch("serve");
         make_template(&root.join("template"));
         root
     })
@@ -51,35 +44,7 @@ fn make_template(path: &Path) {
 fn reset_work(root: &Path) {
     let work = root.join("work");
     let _ = std::fs::remove_dir_all(&work);
-    copy_dir(&root.join("template"), &work.join("repo"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
-/// A reader handing out the input `chunk` bytes at a time.
-struct Chunked<'a> {
-    data: &'a [u8],
-    chunk: usize,
-}
-
-impl Read for Chunked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.data.len().min(buf.len()).min(self.chunk);
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
+    common::copy_dir(&root.join("template"), &work.join("repo"));
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -97,10 +62,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut server = RepositoryServer::new(opts);
     server.json_logging = false;
-    let input = Chunked {
-        data: stream,
-        chunk: if cut == 0 { usize::MAX } else { cut as usize },
-    };
+    let input = common::Chunked::new(stream, cut);
     let mut output = Vec::new();
     let _ = server.serve(input, &mut output);
 });
