@@ -784,9 +784,7 @@ impl<'p, 'a> Walker<'p, 'a> {
             if self.opts.dry_run {
                 return Ok(Some('-'));
             }
-            let dir = self
-                .open_at(path, None, None, OpenKind::Dir)
-                .map_err(|e| os("dir_open", e))?;
+            let dir = self.open_at("dir_open", path, None, None, OpenKind::Dir)?;
             let st2 = fs::stat::fstat(dir.as_raw_fd()).map_err(|e| os("fstat", e))?;
             fs::stat_update_check(&st, &st2).map_err(Failure::Kind)?;
             self.add_plain_item(path, &st2, Some(dir.as_raw_fd()))?;
@@ -905,15 +903,21 @@ impl<'p, 'a> Walker<'p, 'a> {
         }
     }
 
+    /// Open relative to `parent` when there is one; a failure names what was opened, as
+    /// Python's OSError of borg's `os.open(name, dir_fd=…)` does.
     fn open_at(
         &self,
+        op: &'static str,
         path: &[u8],
         parent: Option<RawFd>,
         name: Option<&[u8]>,
         kind: OpenKind,
-    ) -> std::io::Result<OwnedFd> {
-        let target = name.filter(|_| parent.is_some()).unwrap_or(path);
-        fs::open_item(parent, Path::new(OsStr::from_bytes(target)), kind, true)
+    ) -> std::result::Result<OwnedFd, Failure> {
+        let target = Path::new(OsStr::from_bytes(
+            name.filter(|_| parent.is_some()).unwrap_or(path),
+        ));
+        fs::open_item(parent, target, kind, true)
+            .map_err(|e| Failure::Os(BackupOsError::new(op, e, Some(target))))
     }
 
     /// Returns the status letter to print (None: nothing to print).
@@ -951,9 +955,7 @@ impl<'p, 'a> Walker<'p, 'a> {
         if !st.is_dir() {
             return self.process_any(path, parent, name, &st);
         }
-        let dir = self
-            .open_at(path, parent, name, OpenKind::Dir)
-            .map_err(|e| os("dir_open", e))?;
+        let dir = self.open_at("dir_open", path, parent, name, OpenKind::Dir)?;
         let st2 = fs::stat::fstat(dir.as_raw_fd()).map_err(|e| os("fstat", e))?;
         fs::stat_update_check(&st, &st2).map_err(Failure::Kind)?;
         let st = st2;
@@ -1143,9 +1145,7 @@ impl<'p, 'a> Walker<'p, 'a> {
             }
         }
         let (fd, st) = if st.is_fifo() {
-            let fd = self
-                .open_at(path, parent, name, OpenKind::Normal)
-                .map_err(|e| os("open", e))?;
+            let fd = self.open_at("open", path, parent, name, OpenKind::Normal)?;
             let st2 = fs::stat::fstat(fd.as_raw_fd()).map_err(|e| os("fstat", e))?;
             fs::stat_update_check(st, &st2).map_err(Failure::Kind)?;
             (Some(fd), st2)
@@ -1216,9 +1216,7 @@ impl<'p, 'a> Walker<'p, 'a> {
                 return self.add_slave(item_path, path, st, source);
             }
         }
-        let fd = self
-            .open_at(path, parent, name, kind)
-            .map_err(|e| os("open", e))?;
+        let fd = self.open_at("open", path, parent, name, kind)?;
         let st2 = fs::stat::fstat(fd.as_raw_fd()).map_err(|e| os("fstat", e))?;
         fs::stat_update_check(st, &st2).map_err(Failure::Kind)?;
         let st = st2;
