@@ -295,6 +295,16 @@ fn info_summary(v: &Value) -> Value {
 /// Run `args` (with `REPO` standing for the repository) through borg on one copy and rborg
 /// on another; returns both dirs.
 fn recreate_both(s: &Setup, label: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    let (b, r, _, _) = recreate_both_output(s, label, args);
+    (b, r)
+}
+
+/// [`recreate_both`], also returning borg's and rborg's stderr.
+fn recreate_both_output(
+    s: &Setup,
+    label: &str,
+    args: &[&str],
+) -> (PathBuf, PathBuf, String, String) {
     let b = s.copy(&format!("{label}-borg"));
     let r = s.copy(&format!("{label}-rborg"));
     let with_repo = |dir: &Path| -> Vec<String> {
@@ -307,9 +317,34 @@ fn recreate_both(s: &Setup, label: &str, args: &[&str]) -> (PathBuf, PathBuf) {
     b_cmd.extend(b_args.iter().map(String::as_str));
     let mut r_cmd = vec!["recreate"];
     r_cmd.extend(r_args.iter().map(String::as_str));
-    ok(borg(&b_cmd, &b, &s.env_of(&b)));
-    ok(rborg(&r_cmd, &r, &s.env_of(&r)));
-    (b, r)
+    let b_out = stderr(&ok(borg(&b_cmd, &b, &s.env_of(&b))));
+    let r_out = stderr(&ok(rborg(&r_cmd, &r, &s.env_of(&r))));
+    (b, r, b_out, r_out)
+}
+
+/// A `--stats` block with what depends on the run (paths, ids, times, sizes) replaced.
+fn stats_shape(text: &str, dir: &Path) -> Vec<String> {
+    let start = text.find("-----").expect("a stats block");
+    text[start..]
+        .replace(&path_arg(dir), "<DIR>")
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((label, _))
+                if [
+                    "Archive fingerprint",
+                    "Time (start)",
+                    "Time (end)",
+                    "Duration",
+                ]
+                .contains(&label)
+                    || label.ends_with(" archive")
+                    || label == "All archives" =>
+            {
+                format!("{label}: …")
+            }
+            _ => l.to_string(),
+        })
+        .collect()
 }
 
 /// borg's and rborg's results agree on `archive`: items, statistics, metadata, compression
@@ -542,9 +577,19 @@ fn target_comment_and_timestamp_like_borg() {
         "new comment",
         "--timestamp",
         "2021-02-03T04:05:06",
+        "--stats",
+        "--info",
     ];
-    let (b, r) = recreate_both(&s, "target", &args);
+    let (b, r, b_out, r_out) = recreate_both_output(&s, "target", &args);
     assert_same_result(&b, &r, "t1", true);
+    // borg's --stats block (shown with --info): same lines but the run's numbers
+    let shape = stats_shape(&r_out, &r);
+    assert_eq!(shape, stats_shape(&b_out, &b));
+    assert!(shape.contains(&"Archive name: t1".to_string()), "{shape:?}");
+    assert!(
+        shape.contains(&"Number of files: 9".to_string()),
+        "{shape:?}"
+    );
     let view = RepoView::open(&r.join("repo"), None);
     assert_eq!(view.names(), ["a1", "a2", "t1"].map(String::from).into());
     // the original is untouched
