@@ -187,10 +187,6 @@ impl Recreater {
         &self.manifest
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
     /// The cache with the current archive list (what `--stats` reports on).
     pub fn cache_following_manifest(&mut self) -> &Cache {
         self.cache.follow_manifest(&self.manifest);
