@@ -1225,7 +1225,7 @@ pub struct RecreateArgs {
     #[command(flatten)]
     pub tags: ExcludeTagArgs,
     /// create a new archive with the name ARCHIVE, do not replace existing archive (only applies for a single archive)
-    #[arg(long, value_name = "TARGET", help_heading = "Archive options")]
+    #[arg(long, value_name = "TARGET", value_parser = parse_archive_name, help_heading = "Archive options")]
     pub target: Option<String>,
     /// write checkpoint every SECONDS seconds (Default: 1800)
     #[arg(short = 'c', long = "checkpoint-interval", value_name = "SECONDS", default_value = "1800", value_parser = parse_int, allow_negative_numbers = true, help_heading = "Archive options")]
@@ -1242,6 +1242,7 @@ pub struct RecreateArgs {
         long = "compression",
         value_name = "COMPRESSION",
         default_value = "lz4",
+        value_parser = parse_compression_spec,
         help_heading = "Archive options"
     )]
     pub compression: String,
@@ -1249,7 +1250,7 @@ pub struct RecreateArgs {
     #[arg(long, value_name = "MODE", num_args = 0..=1, default_value = "never", default_missing_value = "if-different", value_parser = PossibleValuesParser::new(RECOMPRESS_MODES), help_heading = "Archive options")]
     pub recompress: String,
     /// rechunk using given chunker parameters (ALGO, CHUNK_MIN_EXP, CHUNK_MAX_EXP, HASH_MASK_BITS, HASH_WINDOW_SIZE) or `default` to use the chunker defaults. default: do not rechunk
-    #[arg(long = "chunker-params", value_name = "PARAMS", action = ArgAction::Append, help_heading = "Archive options")]
+    #[arg(long = "chunker-params", value_name = "PARAMS", action = ArgAction::Append, value_parser = parse_chunker_params, help_heading = "Archive options")]
     pub chunker_params: Option<String>,
     #[command(flatten)]
     pub level_common: CommonArgs,
@@ -2251,6 +2252,25 @@ fn repr(s: &str) -> String {
 
 fn parse_int(s: &str) -> Result<i64, String> {
     rborg::python::parse_int(s).ok_or_else(|| format!("invalid int value: {}", repr(s)))
+}
+
+/// `-C` of recreate, checked as borg's argparse type does (the text is kept).
+fn parse_compression_spec(s: &str) -> Result<String, String> {
+    rborg::compress::CompressionSpec::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.message)
+}
+
+/// `--chunker-params` of recreate, checked as borg's argparse type does (the text is kept).
+fn parse_chunker_params(s: &str) -> Result<String, String> {
+    rborg::chunker::ChunkerParams::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.message)
+}
+
+/// `--target` of recreate: borg's `archivename_validator` (placeholders expanded).
+fn parse_archive_name(s: &str) -> Result<String, String> {
+    rborg::location::validate_archive_name(s).map_err(|e| e.message)
 }
 
 fn parse_positive_int(s: &str) -> Result<u64, String> {

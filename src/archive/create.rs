@@ -62,22 +62,22 @@ impl BackupIndex for crate::cache::Cache {
 }
 
 /// The 43-byte signature that marks a cache directory (`--exclude-caches`).
-const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+pub(crate) const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 /// Finished items sent to the committer at once.
 const ITEMS_PER_BATCH: usize = 256;
 
 /// Chunks hashed and encrypted together by one worker (SIMD across chunks), and the bytes a
 /// batch stays under (unless one chunk alone is larger).
-const BATCH_CHUNKS: usize = 4;
-const BATCH_BYTES: u64 = 4 << 20;
+pub(crate) const BATCH_CHUNKS: usize = 4;
+pub(crate) const BATCH_BYTES: u64 = 4 << 20;
 
 /// Idle chunk and envelope buffers kept for reuse (see `bufpool`).
-const POOL_IDLE_BYTES: usize = 16 << 20;
+pub(crate) const POOL_IDLE_BYTES: usize = 16 << 20;
 
 /// Bytes in flight between walker and committer: chunk data until hashed and encrypted, then
 /// the envelopes until written. Small, so peak memory stays at borg's; two cores stay busy.
-const PIPELINE_BUDGET: u64 = 12 << 20;
+pub(crate) const PIPELINE_BUDGET: u64 = 12 << 20;
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -287,15 +287,8 @@ impl ChunkContext<'_> {
                         to_store.push(i);
                         0
                     } else {
-                        // Stored by another job of this run: its stored size is this
-                        // compression's output plus the envelope (an estimate only for
-                        // `obfuscate`'s random padding).
-                        let envelope = if key.needs_nonces() {
-                            crate::crypto::AES_OVERHEAD
-                        } else {
-                            1
-                        };
-                        (self.writer.compression.compress(data).len() + envelope) as u32
+                        // Stored by another job of this run.
+                        estimated_csize(self.writer, data)
                     }
                 }
             };
@@ -318,6 +311,17 @@ impl ChunkContext<'_> {
         }
         Ok(done)
     }
+}
+
+/// The stored size of a chunk another job of this run stores: this compression's output
+/// plus the envelope (an estimate only for `obfuscate`'s random padding).
+pub(crate) fn estimated_csize(writer: &ObjectWriter, data: &[u8]) -> u32 {
+    let envelope = if writer.key.needs_nonces() {
+        crate::crypto::AES_OVERHEAD
+    } else {
+        1
+    };
+    (writer.compression.compress(data).len() + envelope) as u32
 }
 
 /// The committer: results in order → repository puts, items, statistics, checkpoints.
@@ -602,7 +606,7 @@ impl Committer<'_> {
     }
 }
 
-fn progress_stats(s: &Statistics) -> ArchiveProgressStats {
+pub(crate) fn progress_stats(s: &Statistics) -> ArchiveProgressStats {
     ArchiveProgressStats {
         original_size: s.osize,
         compressed_size: s.csize,

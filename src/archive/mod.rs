@@ -12,6 +12,7 @@ pub mod objects;
 pub mod ordered;
 pub mod prefetch;
 pub mod prune;
+pub mod recreate;
 pub mod stats;
 pub mod upgrade;
 

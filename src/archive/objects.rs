@@ -84,6 +84,16 @@ impl ObjectWriter {
             .compress_and_encrypt(spec, plaintext, self.nonces.as_ref())
     }
 
+    /// The stored form of an already compressed payload (a compression envelope, e.g. from
+    /// [`CompressionSpec::compress`]).
+    pub fn encrypt_compressed(&self, compressed: &[u8]) -> Result<Vec<u8>> {
+        let nonce = match &self.nonces {
+            Some(nonces) => nonces.allocate(compressed.len())?,
+            None => 0,
+        };
+        Ok(self.key.encrypt(compressed, nonce))
+    }
+
     /// Store `plaintext` under its id; returns (id, stored length).
     pub fn put(&self, plaintext: &[u8]) -> Result<(ObjectId, usize)> {
         let id = self.key.id_hash(plaintext);

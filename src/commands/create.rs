@@ -376,7 +376,7 @@ fn unescape(s: &str) -> Vec<u8> {
 }
 
 /// The host name borg stores (BORG_HOSTNAME overrides, 1.4.5).
-fn hostname() -> Vec<u8> {
+pub(super) fn hostname() -> Vec<u8> {
     if let Some(h) = std::env::var_os("BORG_HOSTNAME").filter(|h| !h.is_empty()) {
         return h.as_bytes().to_vec();
     }
@@ -386,7 +386,7 @@ fn hostname() -> Vec<u8> {
 }
 
 /// The user name borg stores (BORG_USERNAME overrides, 1.4.5).
-fn username() -> Vec<u8> {
+pub(super) fn username() -> Vec<u8> {
     if let Some(u) = std::env::var_os("BORG_USERNAME").filter(|u| !u.is_empty()) {
         return u.as_bytes().to_vec();
     }
