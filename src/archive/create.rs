@@ -26,6 +26,7 @@ use crate::archive::objects::ObjectWriter;
 use crate::archive::ordered::Ordered;
 use crate::archive::Statistics;
 use crate::bufpool::BufferPool;
+use crate::cache::FileMemo;
 use crate::chunker::{Chunk, Chunker, ChunkerParams};
 use crate::errors::{Error, Result, WarningKind};
 use crate::fs::{self, BackupOsError, CaptureOptions, FileStat, FilesChanged, OpenKind};
@@ -203,7 +204,7 @@ pub struct CreateOutcome {
     /// Further references, to chunks of `new_chunks` or already known ones.
     pub increfs: Vec<ObjectId>,
     /// Files-cache entries: path hash, stat, chunk ids.
-    pub memorize: Vec<(ObjectId, FileStat, Vec<ObjectId>)>,
+    pub memorize: Vec<(ObjectId, FileMemo, Vec<ObjectId>)>,
 }
 
 /// Run a backup of `opts.roots` with `matcher`; nothing is committed. In `dry_run` mode
@@ -592,9 +593,11 @@ impl Committer<'_> {
             }
             item.size = Some(refs.iter().map(|r| r.size as u64).sum());
             if let Some((path_hash, st)) = memorize {
-                self.out
-                    .memorize
-                    .push((path_hash, st, refs.iter().map(|r| r.id).collect()));
+                self.out.memorize.push((
+                    path_hash,
+                    FileMemo::from(&st),
+                    refs.iter().map(|r| r.id).collect(),
+                ));
             }
             item.chunks = Some(refs);
         }

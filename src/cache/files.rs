@@ -47,6 +47,29 @@ fn is_regular(st: &FileStat) -> bool {
     st.mode & libc::S_IFMT == libc::S_IFREG
 }
 
+/// The part of a file's stat the files cache keeps (a backup of a million files holds one of
+/// these per file until the end, so not the whole [`FileStat`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FileMemo {
+    pub regular: bool,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl From<&FileStat> for FileMemo {
+    fn from(st: &FileStat) -> FileMemo {
+        FileMemo {
+            regular: is_regular(st),
+            ino: st.ino,
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+        }
+    }
+}
+
 /// One remembered file. Age and inode change on a cache hit, which happens from several
 /// threads through `&self`, hence the atomics.
 #[derive(Debug)]
@@ -295,7 +318,18 @@ impl FilesCache {
         st: &FileStat,
         ids: &[ObjectId],
     ) {
-        if !is_regular(st) || mode.disabled {
+        self.memorize_owned(mode, *path_hash, FileMemo::from(st), ids.to_vec());
+    }
+
+    /// [`memorize`](Self::memorize) taking its parts by value (no copy of the ids).
+    pub fn memorize_owned(
+        &mut self,
+        mode: FilesCacheMode,
+        path_hash: ObjectId,
+        st: FileMemo,
+        ids: Vec<ObjectId>,
+    ) {
+        if !st.regular || mode.disabled {
             return;
         }
         let cmtime = if !mode.ctime && mode.mtime {
@@ -303,11 +337,14 @@ impl FilesCache {
         } else {
             st.ctime_ns
         };
-        self.entries.insert(
-            *path_hash,
-            FileEntry::new(0, st.ino, st.size, cmtime, ids.to_vec()),
-        );
+        self.entries
+            .insert(path_hash, FileEntry::new(0, st.ino, st.size, cmtime, ids));
         self.newest_cmtime = Some(self.newest_cmtime.map_or(cmtime, |n| n.max(cmtime)));
+    }
+
+    /// Room for `n` more entries (one growth instead of many while memorizing a backup).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
     }
 
     /// Whether an entry is written by [`save`](Self::save).

@@ -36,7 +36,7 @@ pub mod sync;
 
 pub use config::CacheConfig;
 pub use delete::{delete_archive, DeleteOptions};
-pub use files::FilesCache;
+pub use files::{FileMemo, FilesCache};
 pub use security::{CacheConfigInfo, SecurityManager};
 
 use config::ConfigLoadError;
@@ -691,6 +691,17 @@ impl Cache {
         let mode = self.opts.files_cache_mode;
         if let Some(f) = self.files.as_mut() {
             f.memorize(mode, path_hash, st, ids);
+        }
+    }
+
+    /// [`memorize_file`](Self::memorize_file) for all files of a backup, consuming them.
+    pub fn memorize_files(&mut self, files: Vec<(ObjectId, FileMemo, Vec<ObjectId>)>) {
+        let mode = self.opts.files_cache_mode;
+        if let Some(f) = self.files.as_mut() {
+            f.reserve(files.len());
+            for (path_hash, st, ids) in files {
+                f.memorize_owned(mode, path_hash, st, ids);
+            }
         }
     }
 

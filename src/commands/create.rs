@@ -107,7 +107,7 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
         Some(&mut write_checkpoint),
     );
     output::signals::set_sigint_deferred(false);
-    let outcome = outcome?;
+    let mut outcome = outcome?;
     input.finish()?;
     if let Some(id) = checkpoints.last.take() {
         // The last checkpoint goes with the commit of the archive that replaces it.
@@ -132,7 +132,7 @@ pub fn run(ctx: &Context, args: &CreateArgs) -> Result<()> {
     opened.repo.commit(false, 0.1, false)?;
     apply_to_cache(
         &mut cache,
-        &outcome,
+        &mut outcome,
         (archive_id, meta_size as u32, meta_csize as u32),
     );
     cache.commit(&manifest)?;
@@ -493,7 +493,11 @@ fn archive_meta(
 
 /// Record in the cache what the backup referenced: chunks it stored, further references,
 /// the archive's metadata object, and the files it read.
-fn apply_to_cache(cache: &mut Cache, outcome: &CreateOutcome, meta_chunk: (ObjectId, u32, u32)) {
+fn apply_to_cache(
+    cache: &mut Cache,
+    outcome: &mut CreateOutcome,
+    meta_chunk: (ObjectId, u32, u32),
+) {
     let mut scratch = Statistics::default();
     for (id, size, csize) in &outcome.new_chunks {
         cache.add_chunk(id, *size, *csize, &mut scratch, false);
@@ -508,9 +512,7 @@ fn apply_to_cache(cache: &mut Cache, outcome: &CreateOutcome, meta_chunk: (Objec
         &mut scratch,
         false,
     );
-    for (path_hash, st, ids) in &outcome.memorize {
-        cache.memorize_file(path_hash, st, ids);
-    }
+    cache.memorize_files(std::mem::take(&mut outcome.memorize));
 }
 
 /// What `--stats` / `--json` report about the new archive.
