@@ -584,12 +584,17 @@ fn zlib_decompress(data: &[u8], out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
+/// Memory the lzma decoder may use. borg compresses with presets 0–9 (dictionaries of at most
+/// 64 MiB, ~65 MiB to decode); a stream asking for more is hostile or broken (a header
+/// claiming a 4 GiB dictionary would otherwise be allocated).
+const LZMA_MEMLIMIT: u64 = 256 << 20;
+
 /// Decode one `.xz` (or legacy `.lzma`) stream from `input` into `out`; returns the number of
 /// input bytes it used.
 fn lzma_decode_stream(input: &[u8], out: &mut Vec<u8>, start: usize) -> Result<usize> {
     use xz2::stream::{Action, Status, Stream};
-    let mut stream =
-        Stream::new_auto_decoder(u64::MAX, 0).map_err(|e| Error::decompression(e.to_string()))?;
+    let mut stream = Stream::new_auto_decoder(LZMA_MEMLIMIT, 0)
+        .map_err(|e| Error::decompression(e.to_string()))?;
     loop {
         let consumed = stream.total_in() as usize;
         let produced = stream.total_out();
@@ -642,6 +647,22 @@ fn lzma_decompress(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/envelope: after an empty `.lzma` stream, trailing bytes whose header asks
+    /// for a 4 GiB dictionary. The decoder's memory limit refuses that stream (trailing data,
+    /// ignored as Python's lzma does: the result is the empty first stream) instead of
+    /// allocating 4 GiB; `cargo +nightly fuzz run envelope <this file>` checks the allocation.
+    #[test]
+    fn lzma_stream_needing_huge_memory_is_refused() {
+        let input = include_bytes!("../fuzz/regressions/envelope-lzma-huge-dictionary");
+        let payload = &input[1..]; // after the fuzz target's selector byte
+        assert_eq!(&payload[..2], &[0x02, 0x00]);
+        assert_eq!(decompress(payload).unwrap(), b"");
+        // borg's strongest preset still decodes
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let packed = CompressionSpec::Lzma(9).compress(&data);
+        assert_eq!(decompress(&packed).unwrap(), data);
+    }
 
     fn sample_text(n: usize) -> Vec<u8> {
         let words = b"borg backup deduplicating archiver with compression and encryption ";
