@@ -439,9 +439,22 @@ impl Prefetch {
 }
 
 impl Drop for Prefetch {
+    /// Unqueue this prefetch's jobs and wait (boundedly) for the ones being fetched: the
+    /// repository they hold must be free when the caller goes on (`benchmark crud` runs
+    /// commands one after the other in one process; the next one takes the lock).
     fn drop(&mut self) {
-        lock(&self.shared.state).closed = true;
+        let feeder_alive = {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            !st.input_done
+        };
         self.shared.space.notify_all();
+        lock(&pool().jobs).retain(|j| !Arc::ptr_eq(&j.shared, &self.shared));
+        let others = 1 + usize::from(feeder_alive);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&self.shared) > others && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
