@@ -779,7 +779,7 @@ impl Repository for RemoteRepository {
 
     /// Enough objects per call that the round trip is paid once for many of them.
     fn preferred_batch(&self) -> usize {
-        32
+        128
     }
 
     /// Pipelined: up to [`MAX_INFLIGHT`] `get`s outstanding, replies taken in order.
