@@ -33,6 +33,8 @@ error_kinds! {
     ErrorWithTraceback => ("ErrorWithTraceback", 2, true, "Error: {}"),
     RTError => ("RTError", 2, false, "Runtime Error: {}"),
     BufferMemoryLimitExceeded => ("Buffer.MemoryLimitExceeded", 2, false, "Requested buffer size {} is above the limit of {}."),
+    // borg's remote-connection queue; rborg has no such queue but keeps the table complete.
+    EfficientCollectionQueueSizeUnderflow => ("EfficientCollectionQueue.SizeUnderflow", 2, false, "Could not pop_front the first {} elements; collection only has {} elements."),
     CancelledByUser => ("CancelledByUser", 3, false, "Cancelled by user."),
     CommandError => ("CommandError", 4, false, "Command Error: {}"),
     PlaceholderError => ("PlaceholderError", 5, false, "Formatting Error: \"{}\".format({}): {}({})"),

@@ -687,6 +687,15 @@ fn os(op: &'static str, e: std::io::Error) -> Failure {
     Failure::Os(BackupOsError::new(op, e, None))
 }
 
+/// [`os`] of a call given a path: Python names the file in the message (`…: 'data/x'`).
+fn os_path(op: &'static str, e: std::io::Error, path: &[u8]) -> Failure {
+    Failure::Os(BackupOsError::new(
+        op,
+        e,
+        Some(Path::new(OsStr::from_bytes(path))),
+    ))
+}
+
 impl<'p, 'a> Walker<'p, 'a> {
     fn new(
         pipeline: Option<&'p Ordered<'a, Piece>>,
@@ -768,7 +777,7 @@ impl<'p, 'a> Walker<'p, 'a> {
             let st = match fs::stat::lstat(Path::new(OsStr::from_bytes(&path))) {
                 Ok(st) => st,
                 Err(e) => {
-                    self.warn(&path, os("stat", e));
+                    self.warn(&path, os_path("stat", e, &path));
                     continue;
                 }
             };
@@ -783,8 +792,8 @@ impl<'p, 'a> Walker<'p, 'a> {
     /// One path of `--paths-from-stdin/-command`: stored as is, directories not entered.
     fn process_listed(&mut self, path: &[u8]) {
         let result = (|| -> std::result::Result<Option<char>, Failure> {
-            let st =
-                fs::stat::lstat(Path::new(OsStr::from_bytes(path))).map_err(|e| os("stat", e))?;
+            let st = fs::stat::lstat(Path::new(OsStr::from_bytes(path)))
+                .map_err(|e| os_path("stat", e, path))?;
             if !st.is_dir() {
                 return self.process_any(path, None, None, &st);
             }

@@ -15,9 +15,9 @@ use rborg::chunker::ChunkerParams;
 use rborg::compress::CompressionSpec;
 use rborg::errors::{Error, Result};
 use rborg::fs::{CaptureOptions, FilesChanged};
+use rborg::output;
 use rborg::output::human::{format_archive_time, format_timedelta_us, isoformat_archive_time};
 use rborg::output::stats::{cache_block, cache_json, size_row, DASHES, STATS_HEADER};
-use rborg::output::{self, Level};
 use rborg::patterns::{PatternList, PatternMatcher};
 use rborg::repository::{ObjectId, MAX_DATA_SIZE};
 
@@ -604,6 +604,9 @@ fn print_stats(
         lines.push(cache_block(&cache.summary()?, iec));
     }
     lines.push(DASHES.to_string());
-    output::log(Level::Info, "borg.output.stats", &lines.join("\n"), None);
+    // one record per line (borg's log_multi): a `--log-json` reader gets one object each
+    for line in lines.join("\n").lines() {
+        output::stats_line(line);
+    }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! and real borg like a user would.
 #![allow(dead_code)]
 
+pub mod logjson;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
